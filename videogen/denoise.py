@@ -1,0 +1,130 @@
+"""One task on one model: keyframes, a window, or the final decode. A plain class; `actors.py`
+wraps it in a Ray actor, and tests call it directly.
+
+Initial noise is keyed by (seed, stream, absolute latent frame): a window sees the same noise at a
+frame whatever window, worker or finishing order it comes from, so the output does not depend on
+how the clip is split across workers.
+
+Known frames (keyframes) reach the model in one of two ways, chosen by the model:
+- ``channels`` (Wan image-to-video / first-last-frame convention): the transformer takes
+  ``[noisy latents, mask, conditioning latents]`` on the channel axis; the mask is 1 on known frames.
+- ``replace`` (plain text-to-video models): before every step the known frames are replaced by
+  their re-noised version at the current noise level, and set exactly at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .model import VideoModel, WanModel
+from .plan import KeyframeTask, Plan, WindowTask
+from .request import ClipSpec
+from .stitch import blend
+
+WINDOW_STREAM = 0
+KEYFRAME_STREAM = 1
+
+
+def frame_seed(seed: int, stream: int, position: int) -> int:
+    """A 63-bit seed for one latent frame, from a stable derivation (never Python's ``hash()``)."""
+    return int(np.random.SeedSequence([seed, stream, position]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+def position_noise(seed: int, stream: int, positions, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Gaussian noise (C, len(positions), h, w), each frame from its own CPU generator."""
+    frames = []
+    for p in positions:
+        generator = torch.Generator("cpu").manual_seed(frame_seed(seed, stream, p))
+        frames.append(torch.randn(shape, generator=generator, dtype=torch.float32))
+    return torch.stack(frames, dim=1)
+
+
+class Denoiser:
+    """Holds one model and runs tasks for any number of clips.
+
+    Args:
+        source: model source (``builtin:<shape>``, a diffusers folder, or a hub id).
+        device: ``cuda`` or ``cpu``.
+        dtype: transformer and text-encoder dtype (bf16 on GPUs, float32 on CPUs by default).
+    """
+
+    def __init__(self, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.source = source
+        self.model: VideoModel = WanModel.load(source, device, dtype)
+        self._embeds: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def embeds(self, spec: ClipSpec) -> tuple:
+        """Prompt embeddings, cached per (prompt, negative, guidance on/off) across tasks and clips."""
+        key = (spec.prompt, spec.negative, spec.guidance > 1.0)
+        if key not in self._embeds:
+            self._embeds[key] = self.model.encode_prompt(spec.prompt, spec.negative, spec.guidance)
+            while len(self._embeds) > 64:
+                self._embeds.popitem(last=False)
+        self._embeds.move_to_end(key)
+        return self._embeds[key]
+
+    @torch.no_grad()
+    def sample(self, spec: ClipSpec, positions, stream: int, known: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Denoise latent frames at absolute ``positions`` with ``known`` frames held fixed.
+
+        Args:
+            spec: the clip.
+            positions: absolute latent frame indices, in order (they key the noise).
+            stream: `WINDOW_STREAM` or `KEYFRAME_STREAM`.
+            known: absolute position -> latent frame (C, h, w) for frames to hold fixed.
+        Returns:
+            latents (C, len(positions), h, w), float32.
+        """
+        model, device = self.model, self.model.device
+        known = known or {}
+        noise = position_noise(spec.seed, stream, positions, spec.latent_shape)[None].to(device)  # (1, C, T, h, w)
+        latents = noise.clone()
+        local = [i for i, p in enumerate(positions) if p in known]
+        x0 = torch.zeros_like(noise)
+        for i in local:
+            x0[0, :, i] = torch.from_numpy(known[positions[i]]).to(device)
+        channels = model.in_channels > model.latent_channels
+        if channels:
+            mask = torch.zeros((1, model.in_channels - 2 * model.latent_channels, *noise.shape[2:]), device=device)
+            mask[:, :, local] = 1.0
+            condition = torch.cat([mask, x0], dim=1)
+
+        embeds = self.embeds(spec)
+        scheduler = model.new_scheduler()
+        scheduler.set_timesteps(spec.steps, device=device)
+        scheduler.set_begin_index(0)
+        for i, t in enumerate(scheduler.timesteps):
+            if local and not channels:
+                sigma = scheduler.sigmas[i]
+                latents[:, :, local] = sigma * noise[:, :, local] + (1.0 - sigma) * x0[:, :, local]
+            model_input = torch.cat([latents, condition], dim=1) if channels else latents
+            pred = model.predict(model_input, t, embeds, spec.guidance)
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+        if local:
+            latents[:, :, local] = x0[:, :, local]
+        return latents[0].float().cpu().numpy()
+
+    def keyframes(self, spec: ClipSpec, task: KeyframeTask, known: dict[int, np.ndarray]) -> dict:
+        """Run a keyframe task; returns ``{"latents": {position: (C, h, w)}, "seconds": s}``."""
+        start = time.perf_counter()
+        latents = self.sample(spec, task.positions, KEYFRAME_STREAM, {p: known[p] for p in task.known})
+        result = {p: latents[:, i] for i, p in enumerate(task.positions) if p not in task.known}
+        return {"latents": result, "seconds": time.perf_counter() - start}
+
+    def window(self, spec: ClipSpec, task: WindowTask, keyframes: dict[int, np.ndarray]) -> dict:
+        """Run a window task; returns ``{"latents": (C, T_window, h, w), "seconds": s}``."""
+        start = time.perf_counter()
+        latents = self.sample(spec, range(task.start, task.stop), WINDOW_STREAM, {p: keyframes[p] for p in task.keyframes})
+        return {"latents": latents, "seconds": time.perf_counter() - start}
+
+    def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
+        """Blend the windows and decode the clip; returns ``{"frames": uint8 (F, H, W, 3), "seconds": s}``."""
+        start = time.perf_counter()
+        latents = blend(plan, windows, spec.blend)
+        video = self.model.decode(torch.from_numpy(latents)[None])[: spec.frames]  # trim 4k+1 to what was asked
+        frames = (video * 255.0).round().clip(0, 255).astype(np.uint8)
+        return {"frames": frames, "seconds": time.perf_counter() - start}

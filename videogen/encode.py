@@ -1,0 +1,110 @@
+"""Frames to an MP4 that plays everywhere, written atomically, with a JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import RequestError
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail before any work if ``path`` cannot be written; creates nothing.
+
+    Raises:
+        RequestError: naming ``output`` and the path.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".mp4":
+        raise RequestError("output", str(path), "must end in .mp4")
+    if p.is_dir():
+        raise RequestError("output", str(path), "is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise RequestError("output", str(path), f"folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RequestError("output", str(path), f"folder {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise RequestError("output", str(path), "exists and is not writable")
+    return p
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str):
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: dict | None = None) -> Path:
+    """Encode frames to H.264/yuv420p MP4 at a constant frame rate, with a faststart index.
+
+    Nothing appears at ``path`` until the file is complete. ``metadata`` is stored in the file
+    (the prompt as ``title``, the rest as JSON in ``comment``) and in ``<path>.json`` beside it.
+
+    Args:
+        frames: uint8 array (F, H, W, 3), RGB; H and W must be even (yuv420p).
+        path: output ``.mp4`` path.
+        fps: frames per second.
+        metadata: JSON-serialisable facts about the clip (prompt, seed, model, version...).
+    """
+    path = Path(path)
+    f, h, w, c = frames.shape
+    if c != 3 or h % 2 or w % 2 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (F, H, W, 3) with even H and W, got {frames.dtype} {frames.shape}")
+    metadata = dict(metadata or {})
+    with atomic_path(path, ".mp4") as tmp:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+            container.metadata["title"] = str(metadata.get("prompt", ""))
+            container.metadata["comment"] = json.dumps(metadata, sort_keys=True)
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = w, h
+            stream.pix_fmt = "yuv420p"
+            # A keyframe about every 2 s so players can seek; crf 18 is visually lossless.
+            stream.codec_context.gop_size = max(1, 2 * fps)
+            stream.options = {"crf": "18", "preset": "medium"}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    write_json(sidecar_path(path), metadata)
+    return path
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Decode an MP4 back to uint8 RGB frames (F, H, W, 3) and its stream facts."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([fr.to_ndarray(format="rgb24") for fr in container.decode(stream)])
+        info = dict(
+            codec=stream.codec_context.name,
+            pix_fmt=stream.codec_context.pix_fmt,
+            fps=float(stream.average_rate),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            metadata=dict(container.metadata),
+        )
+    return frames, info

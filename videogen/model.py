@@ -1,0 +1,217 @@
+"""Loading video diffusion models, and the small interface the denoiser needs from a model family.
+
+A family implements `VideoModel`: encode a prompt, predict the flow (with classifier-free
+guidance), give a fresh scheduler, decode latents. The Wan family (diffusers' Wan 2.1 / 2.2
+text-to-video and image-to-video checkpoints) is the first; its components load with
+``from_pretrained`` from a local folder or a hub id. ``builtin:<shape>`` sources are built in code
+with random weights and fixed seeds (no files, no network): ``tiny-random`` for tests and trying the
+CLI, and larger shapes for the bench.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+from .text import BASIC_WORDS, build_word_tokenizer
+
+MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
+
+
+class VideoModel(Protocol):
+    """What the denoiser asks of a model family."""
+
+    latent_channels: int
+    in_channels: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def encode_prompt(self, prompt: str, negative: str, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def new_scheduler(self): ...
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RandomWanShape:
+    """Sizes of a Wan model built in code with random weights."""
+
+    layers: int
+    heads: int
+    head_dim: int
+    ffn: int
+    text_dim: int  # the text encoder's width
+    text_layers: int = 2
+    vae_base_dim: int = 3
+    freq_dim: int = 256
+    in_channels: int = 16
+
+
+RANDOM_SHAPES = {
+    # diffusers' own Wan pipeline tests use these transformer and VAE sizes.
+    "tiny-random": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32),
+    "tiny-random-flf": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, in_channels=36),
+    # Big enough that the transformer dominates on a CPU; small enough for a 2-core bench.
+    "bench-cpu": RandomWanShape(layers=4, heads=4, head_dim=32, ffn=512, text_dim=32),
+    # Wan2.1-T2V-1.3B's transformer and VAE. The text encoder stays small (64 wide, not UMT5-XXL's
+    # 4096): it runs once per prompt, and the transformer's text projection is a rounding error.
+    "wan2.1-1.3b-shape": RandomWanShape(layers=30, heads=12, head_dim=128, ffn=8960, text_dim=64, vae_base_dim=96),
+}
+
+
+def build_random_wan(shape_name: str) -> dict:
+    """Wan components with random weights, seeded so every build is identical."""
+    s = RANDOM_SHAPES[shape_name]
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(
+        base_dim=s.vae_base_dim,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1] if s.vae_base_dim < 16 else [1, 2, 4, 4],
+        num_res_blocks=1 if s.vae_base_dim < 16 else 2,
+        temperal_downsample=[False, True, True],
+    )
+    torch.manual_seed(0)
+    tokenizer = build_word_tokenizer(BASIC_WORDS)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=s.text_dim,
+            d_kv=8,
+            d_ff=64,
+            num_layers=s.text_layers,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+        )
+    )
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=s.heads,
+        attention_head_dim=s.head_dim,
+        in_channels=s.in_channels,
+        out_channels=16,
+        text_dim=s.text_dim,
+        freq_dim=s.freq_dim,
+        ffn_dim=s.ffn,
+        num_layers=s.layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+
+
+def load_components(source: str) -> dict:
+    """Components from ``builtin:<shape>``, a diffusers folder, or a hub id (float32, on the CPU)."""
+    if source.startswith("builtin:"):
+        name = source.removeprefix("builtin:")
+        if name not in RANDOM_SHAPES:
+            raise ValueError(f"model source {source!r}: no built-in shape {name!r} ({', '.join(RANDOM_SHAPES)})")
+        return build_random_wan(name)
+    if Path(source).is_dir():
+        index = json.loads((Path(source) / "model_index.json").read_text())
+    else:
+        from huggingface_hub import hf_hub_download
+
+        index = json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
+    scheduler_cls = getattr(diffusers, index["scheduler"][1])
+    return dict(
+        tokenizer=AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
+        text_encoder=UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder"),
+        transformer=WanTransformer3DModel.from_pretrained(source, subfolder="transformer"),
+        vae=AutoencoderKLWan.from_pretrained(source, subfolder="vae"),
+        scheduler=scheduler_cls.from_pretrained(source, subfolder="scheduler"),
+    )
+
+
+def save_components(components: dict, folder: str | Path) -> Path:
+    """Save components as a diffusers folder that `load_components` (and `WanPipeline`) can read."""
+    WanPipeline(**components).save_pretrained(folder)
+    return Path(folder)
+
+
+def _cast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move to ``device`` and ``dtype``, keeping the modules a diffusers model marks float32 in float32."""
+    torch.nn.Module.to(model, device, dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    if dtype != torch.float32 and keep:
+        for name, module in model.named_modules():
+            if any(k in name.split(".") for k in keep):
+                torch.nn.Module.to(module, torch.float32)
+
+
+class WanModel:
+    """The Wan family behind `VideoModel`: text encoding, guided flow prediction, VAE decoding.
+
+    Prompt encoding and latent (de)normalisation are diffusers' own (a `WanPipeline` built from the
+    same components), so a one-window clip matches `WanPipeline` exactly.
+    """
+
+    def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        for name in ("text_encoder", "transformer", "vae"):
+            # Built-in-code models start in training mode; eval() turns T5's dropout off.
+            components[name].eval().requires_grad_(False)
+        for name in ("transformer", "text_encoder"):
+            _cast(components[name], self.device, dtype)
+        # The VAE stays in float32: decoding is a small share of the time and bf16 bands colours.
+        _cast(components["vae"], self.device, torch.float32)
+        self.pipe = WanPipeline(**components)
+        self.transformer = self.pipe.transformer
+        self.vae = self.pipe.vae
+        self.latent_channels = self.vae.config.z_dim
+        self.in_channels = self.transformer.config.in_channels
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WanModel":
+        return cls(load_components(source), device, dtype)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, negative: str, guidance: float):
+        """Text embeddings (1, L, D), and the negative prompt's when guidance is on (> 1)."""
+        embeds, negative_embeds = self.pipe.encode_prompt(
+            prompt=prompt,
+            negative_prompt=negative,
+            do_classifier_free_guidance=guidance > 1.0,
+            max_sequence_length=MAX_TEXT_TOKENS,
+            device=self.device,
+        )
+        negative_embeds = negative_embeds.to(self.dtype) if negative_embeds is not None else None
+        return embeds.to(self.dtype), negative_embeds
+
+    def new_scheduler(self):
+        """A fresh scheduler: schedulers keep per-run state (step index, multistep history)."""
+        return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+
+    @torch.no_grad()
+    def predict(self, model_input: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor:
+        """Guided flow prediction for ``model_input`` (B, C_in, T, h, w) at timestep ``t``."""
+        positive, negative = embeds
+        x = model_input.to(self.dtype)
+        timestep = t.expand(x.shape[0])
+        pred = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=positive, return_dict=False)[0]
+        if negative is not None:
+            uncond = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=negative, return_dict=False)[0]
+            pred = uncond + guidance * (pred - uncond)
+        return pred
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (1, C, T, h, w) to float32 RGB frames in [0, 1], shape (F, H, W, 3)."""
+        cfg = self.vae.config
+        latents = latents.to(self.device, torch.float32)
+        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(latents)
+        std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latents)
+        video = self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0]  # as WanPipeline does
+        return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
