@@ -58,7 +58,7 @@ class ClipRequest(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "request"
-            reason = err["msg"]
+            reason = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 reason = "unknown field"
             raise RequestError(field, err.get("input"), reason) from None

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster needs no token
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One small local Ray per test module: 4 logical CPUs so 3 one-CPU actors fit on 2 cores."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=0, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+SMALL = dict(width=32, height=32, steps=2, fps=8)

@@ -1,0 +1,73 @@
+"""The denoiser on its own (no Ray): parity with diffusers' WanPipeline, model folders, conditioning."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import WanPipeline
+
+from videogen.denoise import KEYFRAME_STREAM, WINDOW_STREAM, Denoiser, frame_seed, position_noise
+from videogen.model import build_random_wan, save_components
+from videogen.plan import WindowTask, make_plan
+from videogen.request import resolve
+
+SMALL = dict(width=32, height=32, steps=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Denoiser("builtin:tiny-random")
+
+
+def test_one_window_equals_wan_pipeline(tiny):
+    """A clip that fits in one window, with no keyframes, is exactly diffusers' WanPipeline."""
+    spec = resolve({"prompt": "a red circle moving right", "negative": "blurry", "frames": 9, "guidance": 4.0, **SMALL})
+    plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, spec.latent_keyframe_every)
+    assert len(plan.windows) == 1 and not plan.keyframe_tasks
+    ours = tiny.model.decode(torch.from_numpy(tiny.window(spec, plan.windows[0], {})["latents"])[None])
+
+    pipe = WanPipeline(**{k: getattr(tiny.model.pipe, k) for k in ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")})
+    latents = position_noise(spec.seed, WINDOW_STREAM, range(spec.latent_frames), spec.latent_shape)[None]
+    ref = pipe(
+        prompt=spec.prompt, negative_prompt=spec.negative, height=32, width=32, num_frames=9,
+        num_inference_steps=3, guidance_scale=4.0, latents=latents, output_type="np",
+    ).frames[0]
+    assert ours.shape == ref.shape == (9, 32, 32, 3)
+    assert np.abs(ours - ref).max() <= 1e-4
+
+
+def test_saved_folder_loads_through_the_checkpoint_path(tmp_path, tiny):
+    folder = save_components(build_random_wan("tiny-random"), tmp_path / "tiny")
+    assert {p.name for p in folder.iterdir()} >= {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
+    spec = resolve({"prompt": "a blue square", "frames": 5, **SMALL, "model": str(folder)})
+    assert spec.model_source == str(folder.resolve())
+    loaded = Denoiser(spec.model_source)
+    task = WindowTask(0, 0, spec.latent_frames)
+    # Same weights (checked bit for bit by safetensors); loaded tensors may take other BLAS paths, so
+    # allow float32 rounding noise.
+    np.testing.assert_allclose(loaded.window(spec, task, {})["latents"], tiny.window(spec, task, {})["latents"], atol=1e-5)
+
+
+def test_noise_is_keyed_by_position_not_by_window():
+    shape = (16, 2, 2)
+    a = position_noise(5, WINDOW_STREAM, range(0, 6), shape)
+    b = position_noise(5, WINDOW_STREAM, range(4, 9), shape)
+    assert torch.equal(a[:, 4:6], b[:, 0:2])
+    assert not torch.equal(position_noise(5, KEYFRAME_STREAM, [4], shape)[:, 0], a[:, 4])
+    assert not torch.equal(position_noise(6, WINDOW_STREAM, [4], shape)[:, 0], a[:, 4])
+    assert frame_seed(1, 0, 3) == frame_seed(1, 0, 3) < 2**63
+
+
+@pytest.mark.parametrize("source", ["builtin:tiny-random", "builtin:tiny-random-flf"])
+def test_known_frames_are_held(source):
+    """Keyframes come out of a window exactly as given, by replacement or by channel conditioning."""
+    model = "tiny-random" if source.endswith("random") else "tiny-random-flf"
+    d = Denoiser(source)
+    spec = resolve({"prompt": "a green triangle", "frames": 17, "model": model, **SMALL})
+    rng = np.random.default_rng(0)
+    known = {0: rng.standard_normal(spec.latent_shape).astype(np.float32), 4: rng.standard_normal(spec.latent_shape).astype(np.float32)}
+    task = WindowTask(0, 0, 5, keyframes=(0, 4))
+    out = d.window(spec, task, known)["latents"]
+    np.testing.assert_array_equal(out[:, 0], known[0])
+    np.testing.assert_array_equal(out[:, 4], known[4])
+    free = d.window(spec, WindowTask(0, 0, 5), {})["latents"]
+    assert np.abs(out[:, 2] - free[:, 2]).max() > 1e-3, "the known frames change the frames between them"

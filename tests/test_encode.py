@@ -1,0 +1,61 @@
+"""MP4s read back with PyAV have the codec, pixel format, frames, fps, size and metadata asked for."""
+
+import json
+
+import numpy as np
+import pytest
+
+from videogen.encode import check_output_path, read_mp4, write_mp4
+from videogen.errors import RequestError
+
+
+def gradient_frames(n=13, h=48, w=64):
+    t = np.arange(n)[:, None, None]
+    y = np.arange(h)[None, :, None]
+    x = np.arange(w)[None, None, :]
+    r, g, b = np.broadcast_arrays((x * 4 + t * 10) % 256, (y * 5) % 256, 128 + 0 * (x + y + t))
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def test_mp4_round_trip(tmp_path):
+    frames = gradient_frames()
+    out = write_mp4(frames, tmp_path / "clip.mp4", fps=12, metadata={"prompt": "a test", "seed": 7})
+    back, info = read_mp4(out)
+    assert back.shape == frames.shape
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["fps"] == 12 and (info["width"], info["height"]) == (64, 48)
+    assert np.abs(back.astype(int) - frames).mean() < 4  # crf 18 is near-lossless on a smooth gradient
+    assert info["metadata"]["title"] == "a test"
+    assert json.loads(info["metadata"]["comment"])["seed"] == 7
+    assert json.loads((tmp_path / "clip.json").read_text()) == {"prompt": "a test", "seed": 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.mp4"]
+
+
+def test_faststart_puts_the_index_first(tmp_path):
+    out = write_mp4(gradient_frames(), tmp_path / "clip.mp4", fps=8)
+    head = out.read_bytes()[:4096]
+    assert head.find(b"moov") != -1 and head.find(b"moov") < max(head.find(b"mdat"), 4096)
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="even H and W"):
+        write_mp4(gradient_frames(h=47), tmp_path / "clip.mp4", fps=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_file_is_replaced_whole(tmp_path):
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"old")
+    write_mp4(gradient_frames(n=5), target, fps=8)
+    assert read_mp4(target)[0].shape[0] == 5
+
+
+@pytest.mark.parametrize(
+    "name,fragment",
+    [("missing/clip.mp4", "does not exist"), ("clip.avi", "must end in .mp4"), ("adir.mp4", "is a directory")],
+)
+def test_unwritable_outputs_are_refused(tmp_path, name, fragment):
+    (tmp_path / "adir.mp4").mkdir()
+    with pytest.raises(RequestError, match=fragment) as info:
+        check_output_path(tmp_path / name)
+    assert info.value.field == "output"

@@ -1,0 +1,145 @@
+"""The ``videogen`` command: a thin layer over `videogen.Engine`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import RequestError
+
+EXIT_BAD_INPUT = 2
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """The clip request's fields as flags (shared by every command that makes clips)."""
+    g = p.add_argument_group("clip")
+    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: tiny-random)")
+    g.add_argument("--quality", metavar="NAME", default=None, help="quality preset: draft, standard, high (default: the model's)")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--frames", metavar="N", type=int, help="clip length in pixel frames")
+    length.add_argument("--seconds", metavar="S", type=float, help="clip length in seconds (frames = seconds * fps)")
+    g.add_argument("--fps", metavar="F", type=int, help="frames per second")
+    g.add_argument("--width", metavar="W", type=int, help="width in pixels (a multiple of the model's size step)")
+    g.add_argument("--height", metavar="H", type=int, help="height in pixels")
+    g.add_argument("--seed", metavar="S", type=int, help="random seed (default 0); same seed, same frames")
+    g.add_argument("--steps", metavar="K", type=int, help="denoising steps")
+    g.add_argument("--guidance", metavar="G", type=float, help="classifier-free guidance scale (1 turns it off)")
+    g.add_argument("--negative", metavar="TEXT", help="negative prompt")
+    w = p.add_argument_group("windows")
+    w.add_argument("--window", metavar="N", type=int, help="pixel frames per temporal window (4k+1 for Wan)")
+    w.add_argument("--overlap", metavar="N", type=int, help="pixel frames neighbouring windows share (a multiple of 4 for Wan)")
+    w.add_argument("--keyframe-every", metavar="N", type=int, help="pixel frames between keyframes (0: no keyframes)")
+    w.add_argument("--blend", choices=["linear", "cosine", "pyramid", "flat"], help="how overlaps are blended (default cosine)")
+
+
+def add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--workers", metavar="N", type=int, default=1, help="denoiser actors (the output does not depend on it; default 1)")
+    g.add_argument("--address", metavar="RAY_ADDRESS", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--gpu-fraction", metavar="X", type=float, default=1.0, help="share of a GPU per actor when the cluster has GPUs")
+
+
+REQUEST_FIELDS = (
+    "model", "quality", "frames", "seconds", "fps", "width", "height", "seed", "steps",
+    "guidance", "negative", "window", "overlap", "keyframe_every", "blend",
+)
+
+
+def request_from_args(args: argparse.Namespace) -> dict:
+    request = {"prompt": args.prompt}
+    request.update({k: getattr(args, k) for k in REQUEST_FIELDS if getattr(args, k, None) is not None})
+    return request
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .encode import check_output_path
+    from .presets import resolve_model
+    from .request import resolve
+
+    request = request_from_args(args)
+    # Check everything before starting Ray, so bad input fails in a second and leaves nothing.
+    resolve(request, resolve_model(request.get("model", "tiny-random")))
+    check_output_path(args.output)
+
+    from .driver import Engine
+
+    bar = None
+    if not args.json and sys.stderr.isatty():
+        bar = tqdm(total=1, unit="task", desc="starting", file=sys.stderr)
+
+    def on_progress(p):
+        if bar is not None:
+            bar.total = p.total
+            bar.set_description(p.stage)
+            bar.n = p.done
+            bar.refresh()
+
+    with Engine(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction) as engine:
+        result = engine.generate(request, args.output, on_progress=on_progress)
+        ray_start = engine.ray_start_seconds
+    if bar is not None:
+        bar.close()
+    summary = result.summary()
+    summary["ray_start_seconds"] = round(ray_start, 3)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {result.path}: {summary['frames']} frames, {result.spec.width}x{result.spec.height} "
+              f"at {result.spec.fps} fps ({summary['windows']} windows, {summary['keyframes']} keyframes)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogen",
+        description="Text-to-video on Ray: keyframes first, then every temporal window in parallel, blended and encoded to MP4.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser(
+        "generate",
+        help="make one clip",
+        description="Make one clip from a prompt and write it as MP4 (with a .json sidecar beside it).",
+        epilog='example: videogen generate "a red circle moving right" -o out.mp4 --seconds 4',
+    )
+    gen.add_argument("prompt", help="what the clip shows")
+    gen.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="output .mp4 path")
+    add_engine_flags(gen)
+    add_cluster_flags(gen)
+    gen.add_argument("--json", action="store_true", help="print one JSON object instead of a progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure overhead, length scaling, parallelism and the compute floor",
+        description="Time videogen against diffusers' WanPipeline side by side in one run and print ratios.",
+    )
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--quick", action="store_true", help="fewer repeats and shorter clips (a smoke run)")
+    bench.add_argument("--shape", default="bench-cpu", help="built-in model shape to time (default bench-cpu)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RequestError as e:
+        print(f"videogen: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
