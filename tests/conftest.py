@@ -8,10 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One small local Ray per test module: 4 logical CPUs so 3 one-CPU actors fit on 2 cores."""
+    """One small local Ray per test module. Logical CPUs are only for scheduling: 8 lets a module hold
+    engines of 1, 2 and 3 one-CPU actors at once on a 2-core machine."""
     import ray
 
-    ray.init(num_cpus=4, num_gpus=0, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=8, num_gpus=0, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

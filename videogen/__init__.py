@@ -1,9 +1,21 @@
-"""videogen: text-to-video on Ray. Keyframes first, then every temporal window in parallel, blended and encoded to MP4."""
+"""videogen: text-to-video on Ray. Keyframes first, then every temporal window in parallel, blended and encoded to MP4.
+
+The engine's names load lazily, so ``videogen --help`` and input checks answer without importing
+torch and Ray.
+"""
 
 __version__ = "0.1.0"
 
-from .driver import ClipJob, ClipResult, Engine, JobCanceled, Progress  # noqa: E402
-from .errors import RequestError  # noqa: E402
-from .request import ClipRequest, ClipSpec, resolve  # noqa: E402
+_LAZY = {
+    "ClipJob": "driver", "ClipResult": "driver", "Engine": "driver", "JobCanceled": "driver", "Progress": "driver",
+    "RequestError": "errors", "ClipRequest": "request", "ClipSpec": "request", "resolve": "request",
+}
+__all__ = sorted(_LAZY)
 
-__all__ = ["ClipJob", "ClipRequest", "ClipResult", "ClipSpec", "Engine", "JobCanceled", "Progress", "RequestError", "resolve"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'videogen' has no attribute {name!r}")
