@@ -3,7 +3,8 @@
 An actor loads its model once in ``__init__`` and then serves tasks from any number of clips. It
 asks Ray for a GPU (or a configurable fraction of one) when the cluster has GPUs, and runs on the
 CPU otherwise. Each task returns two objects: a small ``info`` dict the driver reads (seconds
-spent) and the payload, which the driver passes on by reference to the tasks that need it.
+spent) and the payload, which the driver passes on by reference to the tasks that need it. Given a
+cache path, the actor also writes the payload there (see `cache.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import resource
 import ray
 import torch
 
+from .cache import save_payload
 from .denoise import Denoiser
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -47,19 +49,26 @@ class DenoiserWorker:
             peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         )
 
-    def keyframes(self, spec, task, *known_chunks):
+    @staticmethod
+    def _reply(out: dict, payload: str, cache: str | None):
+        if cache:
+            save_payload(cache, out[payload])
+        return {"seconds": out["seconds"]}, out[payload]
+
+    def keyframes(self, spec, task, cache, *known_chunks):
         known = {p: v for chunk in known_chunks for p, v in chunk.items()}
-        out = self.denoiser.keyframes(spec, task, known)
-        return {"seconds": out["seconds"]}, out["latents"]
+        return self._reply(self.denoiser.keyframes(spec, task, known), "latents", cache)
 
-    def window(self, spec, task, *keyframe_chunks):
+    def window(self, spec, task, cache, *keyframe_chunks):
         keyframes = {p: v for chunk in keyframe_chunks for p, v in chunk.items()}
-        out = self.denoiser.window(spec, task, keyframes)
-        return {"seconds": out["seconds"]}, out["latents"]
+        return self._reply(self.denoiser.window(spec, task, keyframes), "latents", cache)
 
-    def decode(self, spec, plan, *windows):
-        out = self.denoiser.decode(spec, plan, list(windows))
-        return {"seconds": out["seconds"]}, out["frames"]
+    def decode(self, spec, plan, cache, *windows):
+        return self._reply(self.denoiser.decode(spec, plan, list(windows)), "frames", cache)
+
+    def preview(self, spec, cache, *keyframe_chunks):
+        keyframes = {p: v for chunk in keyframe_chunks for p, v in chunk.items()}
+        return self._reply(self.denoiser.preview(spec, keyframes), "frames", cache)
 
 
 def make_actor(source: str, gpu_dtype: str, threads: int | None, gpu_fraction: float, cpus: float):

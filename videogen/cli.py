@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and shorter clips (a smoke run)")
-    bench.add_argument("--shape", default="bench-cpu", help="built-in model shape to time (default bench-cpu)")
+    bench.add_argument("--model", default="bench-cpu", metavar="NAME", help="a built-in random-weight preset to time (default bench-cpu)")
     bench.set_defaults(func=cmd_bench)
+
+    # Commands of the other workflows register themselves here, one line each.
     return parser
 
 

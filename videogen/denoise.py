@@ -121,10 +121,22 @@ class Denoiser:
         latents = self.sample(spec, range(task.start, task.stop), WINDOW_STREAM, {p: keyframes[p] for p in task.keyframes})
         return {"latents": latents, "seconds": time.perf_counter() - start}
 
+    def preview(self, spec: ClipSpec, keyframes: dict[int, np.ndarray]) -> dict:
+        """Each keyframe decoded on its own, in position order; ``{"frames": uint8 (K, H, W, 3), "seconds": s}``."""
+        start = time.perf_counter()
+        positions = sorted(keyframes)
+        latents = torch.from_numpy(np.stack([keyframes[p] for p in positions]))[:, :, None]  # (K, C, 1, h, w)
+        images = np.concatenate([self.model.decode(latents[i : i + 1]) for i in range(len(positions))])
+        return {"frames": to_uint8(images), "seconds": time.perf_counter() - start}
+
     def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
         """Blend the windows and decode the clip; returns ``{"frames": uint8 (F, H, W, 3), "seconds": s}``."""
         start = time.perf_counter()
         latents = blend(plan, windows, spec.blend)
         video = self.model.decode(torch.from_numpy(latents)[None])[: spec.frames]  # trim 4k+1 to what was asked
-        frames = (video * 255.0).round().clip(0, 255).astype(np.uint8)
-        return {"frames": frames, "seconds": time.perf_counter() - start}
+        return {"frames": to_uint8(video), "seconds": time.perf_counter() - start}
+
+
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] to uint8."""
+    return (video * 255.0).round().clip(0, 255).astype(np.uint8)

@@ -13,8 +13,13 @@ For each clip, in order:
 1. ``submit`` validates the request (`RequestError` on bad input) and plans it (`plan.make_plan`).
 2. Keyframe tasks run first; each window task becomes ready as soon as the keyframes inside it
    exist, so windows of one clip (and of many clips) run in parallel on every free actor.
-3. When all windows are done, one decode task blends them in latent space and decodes to frames.
-4. The frames are encoded to MP4 beside the driver (in a thread, so scheduling goes on).
+3. When a clip's keyframes are done, a preview task decodes them to images (``job.preview``), so
+   boards and previews appear long before the clip.
+4. When all windows are done, one decode task blends them in latent space and decodes to frames.
+5. The frames are encoded to MP4 beside the driver (in a thread, so scheduling goes on).
+
+With a ``cache_dir``, every task's result is stored under a key made from what it depends on
+(`cache.py`); a task whose result is already there is read back instead of run.
 
 A dispatch thread hands ready tasks to idle actors: higher ``priority`` first, then first submitted,
 then keyframes before windows before decodes. Noise is keyed by position, so which actor runs what,
@@ -40,6 +45,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from . import __version__
 from .actors import make_actor
+from .cache import cache_path, load_payload, task_key
 from .encode import check_output_path, write_mp4
 from .plan import KeyframeTask, Plan, WindowTask, make_plan
 from .presets import resolve_model
@@ -82,6 +88,8 @@ class ClipResult:
     actor_seconds: float
     windows: int
     keyframes: int
+    cached_tasks: int = 0
+    preview: np.ndarray | None = None  # keyframe images (K, H, W, 3), when the clip has keyframes
 
     def summary(self) -> dict:
         """The JSON the CLI prints with ``--json``."""
@@ -95,6 +103,7 @@ class ClipResult:
             actor_seconds=round(self.actor_seconds, 3),
             windows=self.windows,
             keyframes=self.keyframes,
+            cached_tasks=self.cached_tasks,
             seed=self.spec.seed,
             model=self.spec.model,
         )
@@ -111,7 +120,11 @@ class ClipJob:
     priority: int
     seq: int
     on_progress: Callable[[Progress], None] | None
+    keyframes_only: bool = False
     future: Future = field(default_factory=Future)
+    keys: dict = field(default_factory=dict)  # (kind, index) -> cache key
+    preview: np.ndarray | None = None  # keyframe images (K, H, W, 3) once the preview task is done
+    cached_tasks: int = 0
     keyframe_refs: dict = field(default_factory=dict)  # KeyframeTask index -> ObjectRef of {pos: latent}
     window_refs: dict = field(default_factory=dict)  # WindowTask index -> ObjectRef of latents
     stage: str = "queued"
@@ -123,7 +136,10 @@ class ClipJob:
 
     @property
     def total(self) -> int:
-        return self.plan.num_tasks + 2  # + decode + encode
+        previews = 1 if self.plan.keyframe_tasks else 0
+        if self.keyframes_only:
+            return len(self.plan.keyframe_tasks) + previews
+        return self.plan.num_tasks + previews + 2  # + decode + encode
 
     def result(self, timeout: float | None = None) -> ClipResult:
         """Wait for the clip; raises its error, or `JobCanceled`."""
@@ -141,7 +157,7 @@ class ClipJob:
 class _Task:
     sort_key: tuple
     job: ClipJob = field(compare=False)
-    kind: str = field(compare=False)  # "keyframes" | "window" | "decode"
+    kind: str = field(compare=False)  # "keyframes" | "preview" | "window" | "decode"
     task: KeyframeTask | WindowTask | None = field(compare=False, default=None)
 
 
@@ -154,6 +170,8 @@ class Engine:
         gpu_fraction: share of a GPU each actor asks for when the cluster has GPUs.
         threads_per_worker: torch threads per actor (default: this machine's cores / workers).
         cpus_per_worker: Ray CPUs each actor reserves.
+        cache_dir: where task results are cached by content (None: no cache). On a cluster, a
+            folder every node can reach.
     """
 
     def __init__(
@@ -163,6 +181,7 @@ class Engine:
         gpu_fraction: float = 1.0,
         threads_per_worker: int | None = None,
         cpus_per_worker: float = 1.0,
+        cache_dir: str | os.PathLike | None = None,
     ):
         if workers < 1:
             raise ValueError(f"workers={workers}: must be at least 1")
@@ -171,6 +190,7 @@ class Engine:
         self.workers = workers
         self.gpu_fraction = gpu_fraction
         self.cpus_per_worker = cpus_per_worker
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         self.ray_start_seconds = 0.0
         self._owns_ray = False
@@ -202,6 +222,7 @@ class Engine:
         output: str | os.PathLike | None = None,
         priority: int = 0,
         on_progress: Callable[[Progress], None] | None = None,
+        keyframes_only: bool = False,
     ) -> ClipJob:
         """Validate, plan and queue one clip; returns at once.
 
@@ -210,14 +231,20 @@ class Engine:
             output: where to write the MP4 (and its ``.json`` sidecar); None keeps frames in memory only.
             priority: higher runs first.
             on_progress: called from the dispatch thread with a `Progress` after every step.
+            keyframes_only: run the keyframe stage alone (a one-window clip gets its first and
+                last frame as keyframes); the result's ``frames`` are the keyframe images.
         Raises:
             RequestError: on bad input, before anything is queued or written.
         """
         model = resolve_model(request.model if isinstance(request, ClipRequest) else request.get("model", "tiny-random"))
         spec = resolve(request, model)
+        if keyframes_only and output is not None:
+            raise ValueError("a keyframes-only run writes no MP4: pass output=None")
         out = check_output_path(output) if output is not None else None
-        plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, spec.latent_keyframe_every)
-        job = ClipJob(uuid.uuid4().hex[:12], spec, plan, out, priority, next(self._seq), on_progress)
+        plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, spec.latent_keyframe_every,
+                         always_keyframes=keyframes_only)
+        job = ClipJob(uuid.uuid4().hex[:12], spec, plan, out, priority, next(self._seq), on_progress, keyframes_only)
+        job.keys = self._task_keys(spec, plan)
         with self._lock:
             if self._closed:
                 raise RuntimeError("engine is shut down")
@@ -226,9 +253,10 @@ class Engine:
             for t in plan.keyframe_tasks:
                 if not t.depends_on:
                     self._push(job, "keyframes", t)
-            for w in plan.windows:
-                if not w.depends_on:
-                    self._push(job, "window", w)
+            if not keyframes_only:
+                for w in plan.windows:
+                    if not w.depends_on:
+                        self._push(job, "window", w)
             self._lock.notify_all()
         return job
 
@@ -278,23 +306,48 @@ class Engine:
     def _new_actor(self, source: str, gpu_dtype: str):
         return make_actor(source, gpu_dtype, self.threads, self.gpu_fraction, self.cpus_per_worker)
 
+    @staticmethod
+    def _task_keys(spec: ClipSpec, plan: Plan) -> dict:
+        """Cache keys of every task of a plan, each from its inputs and its dependencies' keys."""
+        keys = {}
+        for t in plan.keyframe_tasks:
+            deps = tuple(keys[("keyframes", d)] for d in t.depends_on)
+            keys[("keyframes", t.index)] = task_key(spec, "keyframes", dict(positions=t.positions, known=t.known), deps)
+        all_keyframes = tuple(keys[("keyframes", t.index)] for t in plan.keyframe_tasks)
+        keys[("preview", 0)] = task_key(spec, "preview", {}, all_keyframes)
+        for w in plan.windows:
+            deps = tuple(keys[("keyframes", d)] for d in w.depends_on)
+            keys[("window", w.index)] = task_key(spec, "window", dict(start=w.start, stop=w.stop, keyframes=w.keyframes), deps)
+        keys[("decode", 0)] = task_key(spec, "decode", {}, tuple(keys[("window", w.index)] for w in plan.windows))
+        return keys
+
     def _push(self, job: ClipJob, kind: str, task=None) -> None:
-        order = {"keyframes": 0, "window": 1, "decode": 2}[kind]
+        order = {"keyframes": 0, "preview": 1, "window": 2, "decode": 3}[kind]
         index = task.index if task is not None else 0
         self._ready.append(_Task((-job.priority, job.seq, order, index), job, kind, task))
         self._ready.sort()
 
+    def _cache_file(self, item: _Task) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        index = item.task.index if item.task is not None else 0
+        return cache_path(self.cache_dir, item.job.keys[(item.kind, index)])
+
     def _launch(self, item: _Task, actor) -> None:
         job, spec = item.job, item.job.spec
+        cache = str(self._cache_file(item)) if self.cache_dir is not None else None
         if item.kind == "keyframes":
             deps = [job.keyframe_refs[d] for d in item.task.depends_on]
-            info, payload = actor.keyframes.options(num_returns=2).remote(spec, item.task, *deps)
+            info, payload = actor.keyframes.options(num_returns=2).remote(spec, item.task, cache, *deps)
         elif item.kind == "window":
             deps = [job.keyframe_refs[d] for d in item.task.depends_on]
-            info, payload = actor.window.options(num_returns=2).remote(spec, item.task, *deps)
+            info, payload = actor.window.options(num_returns=2).remote(spec, item.task, cache, *deps)
+        elif item.kind == "preview":
+            deps = [job.keyframe_refs[t.index] for t in job.plan.keyframe_tasks]
+            info, payload = actor.preview.options(num_returns=2).remote(spec, cache, *deps)
         else:
             windows = [job.window_refs[w.index] for w in job.plan.windows]
-            info, payload = actor.decode.options(num_returns=2).remote(spec, job.plan, *windows)
+            info, payload = actor.decode.options(num_returns=2).remote(spec, job.plan, cache, *windows)
         self._inflight[info] = (item, actor, payload)
 
     def _dispatch_loop(self) -> None:
@@ -319,19 +372,33 @@ class Engine:
                 self._fail(item.job, JobCanceled("engine shut down"))
 
     def _assign(self) -> None:
-        """Give ready tasks to idle actors of their model, best first; drop canceled jobs' tasks."""
-        still_ready = []
-        for item in self._ready:
-            job = item.job
-            if job.canceled or job.future.done():  # canceled, or failed in another task
-                self._fail(job, JobCanceled(f"job {job.id} canceled"))
-                continue
-            pool = self._pools[job.spec.model_source]
-            if pool:
-                self._launch(item, pool.pop(0))
-            else:
-                still_ready.append(item)
-        self._ready = still_ready
+        """Give ready tasks to idle actors of their model, best first; drop canceled jobs' tasks.
+
+        A task whose result is in the cache completes at once, which can make others ready: pass
+        again until a pass reads nothing from the cache.
+        """
+        progressed = True
+        while progressed:
+            progressed = False
+            ready, self._ready = self._ready, []
+            still_ready = []
+            for item in ready:
+                job = item.job
+                if job.canceled or job.future.done():  # canceled, or failed in another task
+                    self._fail(job, JobCanceled(f"job {job.id} canceled"))
+                    continue
+                cached = self._cache_file(item)
+                if cached is not None and cached.exists():
+                    job.cached_tasks += 1
+                    self._complete(item, ray.put(load_payload(cached)), 0.0)
+                    progressed = True
+                    continue
+                pool = self._pools[job.spec.model_source]
+                if pool:
+                    self._launch(item, pool.pop(0))
+                else:
+                    still_ready.append(item)
+            self._ready = sorted(still_ready + self._ready)
 
     def _finish(self, ref) -> None:
         item, actor, payload = self._inflight.pop(ref)
@@ -356,19 +423,35 @@ class Engine:
         if job.canceled or job.future.done():
             self._fail(job, JobCanceled(f"job {job.id} canceled"))
             return
-        job.actor_seconds += info["seconds"]
+        self._complete(item, payload, info["seconds"])
+
+    def _complete(self, item: _Task, payload, seconds: float) -> None:
+        """Record a finished (or cache-read) task and queue what it unblocks."""
+        job, plan = item.job, item.job.plan
+        job.actor_seconds += seconds
         job.done += 1
-        plan = job.plan
         if item.kind == "keyframes":
             job.keyframe_refs[item.task.index] = payload
             for t in plan.keyframe_tasks:
                 if item.task.index in t.depends_on and all(d in job.keyframe_refs for d in t.depends_on):
                     self._push(job, "keyframes", t)
-            for w in plan.windows:
-                if item.task.index in w.depends_on and all(d in job.keyframe_refs for d in w.depends_on):
-                    self._push(job, "window", w)
+            if not job.keyframes_only:
+                for w in plan.windows:
+                    if item.task.index in w.depends_on and all(d in job.keyframe_refs for d in w.depends_on):
+                        self._push(job, "window", w)
             if len(job.keyframe_refs) == len(plan.keyframe_tasks):
-                self._enter_stage(job, "windows")
+                self._push(job, "preview")
+                if not job.keyframes_only:
+                    self._enter_stage(job, "windows")
+        elif item.kind == "preview":
+            job.preview = ray.get(payload)
+            if job.keyframes_only:
+                self._enter_stage(job, "done")
+                self._report(job)
+                job.future.set_result(self._result(job, job.preview))
+                return
+            self._report(job, stage="preview")
+            return
         elif item.kind == "window":
             job.window_refs[item.task.index] = payload
             if len(job.window_refs) == len(plan.windows):
@@ -392,19 +475,24 @@ class Engine:
                 job.done += 1
                 self._enter_stage(job, "done")
                 self._report(job)
-            result = ClipResult(
-                job.id,
-                job.spec,
-                frames,
-                job.output,
-                dict(job.stage_seconds),
-                job.actor_seconds,
-                len(job.plan.windows),
-                len(job.plan.keyframes),
-            )
-            job.future.set_result(result)
+            job.future.set_result(self._result(job, frames))
         except Exception as e:
             self._fail(job, e)
+
+    @staticmethod
+    def _result(job: ClipJob, frames: np.ndarray) -> ClipResult:
+        return ClipResult(
+            job.id,
+            job.spec,
+            frames,
+            job.output,
+            dict(job.stage_seconds),
+            job.actor_seconds,
+            0 if job.keyframes_only else len(job.plan.windows),
+            len(job.plan.keyframes),
+            job.cached_tasks,
+            job.preview,
+        )
 
     @staticmethod
     def metadata(job: ClipJob) -> dict:
@@ -428,10 +516,12 @@ class Engine:
             blend=spec.blend,
         )
 
-    def _report(self, job: ClipJob) -> None:
+    def _report(self, job: ClipJob, stage: str | None = None) -> None:
+        """Tell the job's callback where it is; ``stage`` names a one-off event such as ``preview``."""
         if job.on_progress is not None:
             try:
-                job.on_progress(job.progress())
+                progress = job.progress()
+                job.on_progress(Progress(job.id, stage, progress.done, progress.total) if stage else progress)
             except Exception:  # a broken progress callback must not stop the engine
                 pass
 

@@ -60,7 +60,7 @@ RANDOM_SHAPES = {
     "tiny-random": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32),
     "tiny-random-flf": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, in_channels=36),
     # Big enough that the transformer dominates on a CPU; small enough for a 2-core bench.
-    "bench-cpu": RandomWanShape(layers=4, heads=4, head_dim=32, ffn=512, text_dim=32),
+    "bench-cpu": RandomWanShape(layers=4, heads=4, head_dim=64, ffn=1024, text_dim=32),
     # Wan2.1-T2V-1.3B's transformer and VAE. The text encoder stays small (64 wide, not UMT5-XXL's
     # 4096): it runs once per prompt, and the transformer's text projection is a rounding error.
     "wan2.1-1.3b-shape": RandomWanShape(layers=30, heads=12, head_dim=128, ffn=8960, text_dim=64, vae_base_dim=96),

@@ -77,7 +77,7 @@ def keyframe_positions(latent_frames: int, every: int) -> list[int]:
     return positions
 
 
-def make_plan(latent_frames: int, window: int, overlap: int, keyframe_every: int) -> Plan:
+def make_plan(latent_frames: int, window: int, overlap: int, keyframe_every: int, always_keyframes: bool = False) -> Plan:
     """Split a clip of ``latent_frames`` into keyframe tasks and window tasks.
 
     Args:
@@ -86,6 +86,8 @@ def make_plan(latent_frames: int, window: int, overlap: int, keyframe_every: int
         overlap: latent frames shared by neighbouring windows (< window).
         keyframe_every: latent frames between keyframes; 0 for none. A clip that fits in one
             window has no keyframes: it is one plain text-to-video task.
+        always_keyframes: plan keyframes even for a one-window clip (first and last frame when
+            ``keyframe_every`` is 0), for runs that want the keyframes alone (boards, previews).
     """
     if latent_frames < 1 or window < 1 or not 0 <= overlap < window or keyframe_every < 0:
         raise ValueError(
@@ -94,6 +96,8 @@ def make_plan(latent_frames: int, window: int, overlap: int, keyframe_every: int
         )
     spans = window_spans(latent_frames, window, overlap)
     positions = keyframe_positions(latent_frames, keyframe_every) if len(spans) > 1 else []
+    if always_keyframes and not positions:
+        positions = keyframe_positions(latent_frames, keyframe_every or max(latent_frames - 1, 1))
 
     # Chunks of at most `window` keyframes; each chunk after the first re-uses the previous
     # chunk's last keyframe as a known frame, so the chunks continue one motion.
