@@ -57,7 +57,7 @@ def test_progress_reaches_every_stage_in_order(engines):
     seen = [s for s in order if s in stages]
     assert seen == [s for s in order if s in seen] and len(seen) >= 4
     assert [e.done for e in events] == sorted(e.done for e in events)
-    assert events[-1].total == 1 + 2 + 2  # 1 keyframe task, 2 windows, decode, encode
+    assert events[-1].total == 1 + 1 + 2 + 2  # 1 keyframe task, its preview, 2 windows, decode, encode
     assert set(result.stage_seconds) >= {"windows", "decode", "encode"}
 
 
@@ -118,3 +118,37 @@ def test_submit_rejects_bad_input_before_queueing(engines, tmp_path):
         engines[1].submit(dict(CLIP, frames=0), output=tmp_path / "x.mp4")
     assert list(tmp_path.iterdir()) == []
     assert ray.is_initialized()
+
+
+def test_preview_arrives_before_the_clip_and_matches_the_keyframes(engines):
+    events = []
+    job = engines[2].submit(CLIP, on_progress=events.append)
+    result = job.result(timeout=120)
+    stages = [e.stage for e in events]
+    assert "preview" in stages and stages.index("preview") < stages.index("done")
+    assert result.preview.shape == (3, 32, 32, 3)  # keyframes at latent 0, 4, 8
+    # The first keyframe is latent frame 0, which decodes to pixel frame 0 of the clip.
+    assert np.abs(result.preview[0].astype(int) - result.frames[0]).max() <= 1
+
+
+def test_keyframes_only_runs_the_keyframe_stage_alone(engines):
+    boards = engines[2].submit(CLIP, keyframes_only=True).result(timeout=120)
+    assert boards.frames.shape == (3, 32, 32, 3) and boards.windows == 0
+    full = engines[2].generate(CLIP)
+    assert np.array_equal(boards.frames, full.preview)
+    one_window = engines[2].submit(dict(CLIP, frames=9), keyframes_only=True).result(timeout=120)
+    assert one_window.frames.shape == (2, 32, 32, 3)  # first and last frame
+
+
+def test_cache_reads_back_identical_work_and_redoes_only_what_changed(ray_local, tmp_path):
+    with Engine(workers=2, threads_per_worker=1, cache_dir=tmp_path / "cache") as engine:
+        first = engine.generate(CLIP)
+        assert first.cached_tasks == 0
+        again = engine.generate(CLIP, output=tmp_path / "again.mp4")
+        assert again.cached_tasks == 1 + 1 + 2 + 1  # keyframes, preview, 2 windows, decode
+        assert np.array_equal(again.frames, first.frames) and again.actor_seconds == 0
+        assert (tmp_path / "again.mp4").exists()
+        reblended = engine.generate(dict(CLIP, blend="linear"))
+        assert reblended.cached_tasks == 1 + 1 + 2, "a new blend redoes only the decode"
+        other_seed = engine.generate(dict(CLIP, seed=12))
+        assert other_seed.cached_tasks == 0

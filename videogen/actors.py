@@ -44,6 +44,7 @@ class DenoiserWorker:
             node=ray.get_runtime_context().get_node_id(),
             pid=os.getpid(),
             device=self.device,
+            gpu_ids=[str(g) for g in ray.get_gpu_ids()],
             dtype=str(self.dtype),
             threads=torch.get_num_threads(),
             peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
