@@ -53,12 +53,14 @@ class RandomWanShape:
     vae_base_dim: int = 3
     freq_dim: int = 256
     in_channels: int = 16
+    two_stage: bool = False  # Wan 2.2 A14B style: a second transformer for the low-noise steps
 
 
 RANDOM_SHAPES = {
     # diffusers' own Wan pipeline tests use these transformer and VAE sizes.
     "tiny-random": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32),
     "tiny-random-flf": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, in_channels=36),
+    "tiny-random-2stage": RandomWanShape(layers=2, heads=2, head_dim=12, ffn=32, text_dim=32, two_stage=True),
     # Big enough that the transformer dominates on a CPU; small enough for a 2-core bench.
     "bench-cpu": RandomWanShape(layers=4, heads=4, head_dim=64, ffn=1024, text_dim=32),
     # Wan2.1-T2V-1.3B's transformer and VAE. The text encoder stays small (64 wide, not UMT5-XXL's
@@ -92,8 +94,7 @@ def build_random_wan(shape_name: str) -> dict:
             dropout_rate=0.0,
         )
     )
-    torch.manual_seed(0)
-    transformer = WanTransformer3DModel(
+    transformer_config = dict(
         patch_size=(1, 2, 2),
         num_attention_heads=s.heads,
         attention_head_dim=s.head_dim,
@@ -107,8 +108,14 @@ def build_random_wan(shape_name: str) -> dict:
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=1024,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(**transformer_config)
+    components = dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                      scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    if s.two_stage:
+        torch.manual_seed(1)
+        components.update(transformer_2=WanTransformer3DModel(**transformer_config), boundary_ratio=0.875)
+    return components
 
 
 def load_components(source: str) -> dict:
@@ -124,14 +131,21 @@ def load_components(source: str) -> dict:
         from huggingface_hub import hf_hub_download
 
         index = json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
+    if index.get("expand_timesteps"):
+        raise ValueError(f"model {source!r}: per-token timesteps (Wan 2.2 TI2V) are not supported yet")
     scheduler_cls = getattr(diffusers, index["scheduler"][1])
-    return dict(
+    components = dict(
         tokenizer=AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
         text_encoder=UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder"),
         transformer=WanTransformer3DModel.from_pretrained(source, subfolder="transformer"),
         vae=AutoencoderKLWan.from_pretrained(source, subfolder="vae"),
         scheduler=scheduler_cls.from_pretrained(source, subfolder="scheduler"),
     )
+    if (index.get("transformer_2") or [None])[0] is not None:
+        # Wan 2.2 A14B: the second transformer takes the steps below boundary_ratio.
+        components["transformer_2"] = WanTransformer3DModel.from_pretrained(source, subfolder="transformer_2")
+        components["boundary_ratio"] = index.get("boundary_ratio")
+    return components
 
 
 def save_components(components: dict, folder: str | Path) -> Path:
@@ -160,15 +174,19 @@ class WanModel:
     def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
         self.dtype = dtype
-        for name in ("text_encoder", "transformer", "vae"):
+        modules = [n for n in ("text_encoder", "transformer", "transformer_2") if components.get(n) is not None]
+        for name in (*modules, "vae"):
             # Built-in-code models start in training mode; eval() turns T5's dropout off.
             components[name].eval().requires_grad_(False)
-        for name in ("transformer", "text_encoder"):
+        for name in modules:
             _cast(components[name], self.device, dtype)
         # The VAE stays in float32: decoding is a small share of the time and bf16 bands colours.
         _cast(components["vae"], self.device, torch.float32)
         self.pipe = WanPipeline(**components)
         self.transformer = self.pipe.transformer
+        self.transformer_2 = self.pipe.transformer_2
+        ratio = self.pipe.config.boundary_ratio
+        self.boundary = None if ratio is None else ratio * self.pipe.scheduler.config.num_train_timesteps
         self.vae = self.pipe.vae
         self.latent_channels = self.vae.config.z_dim
         self.in_channels = self.transformer.config.in_channels
@@ -196,13 +214,17 @@ class WanModel:
 
     @torch.no_grad()
     def predict(self, model_input: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor:
-        """Guided flow prediction for ``model_input`` (B, C_in, T, h, w) at timestep ``t``."""
+        """Guided flow prediction for ``model_input`` (B, C_in, T, h, w) at timestep ``t``.
+
+        Two-stage (Wan 2.2) models use ``transformer_2`` below the boundary timestep, as WanPipeline does.
+        """
         positive, negative = embeds
         x = model_input.to(self.dtype)
         timestep = t.expand(x.shape[0])
-        pred = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=positive, return_dict=False)[0]
+        net = self.transformer if self.boundary is None or t >= self.boundary else self.transformer_2
+        pred = net(hidden_states=x, timestep=timestep, encoder_hidden_states=positive, return_dict=False)[0]
         if negative is not None:
-            uncond = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=negative, return_dict=False)[0]
+            uncond = net(hidden_states=x, timestep=timestep, encoder_hidden_states=negative, return_dict=False)[0]
             pred = uncond + guidance * (pred - uncond)
         return pred
 
