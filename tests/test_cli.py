@@ -43,6 +43,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, expecte
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args,fragment", [(["--steps", "nan"], "--steps: invalid int value: 'nan'"),
+                                           (["--frames", "9", "--seconds", "1"], "--seconds: not allowed with argument --frames")])
+def test_malformed_flags_are_one_line_too(tmp_path, args, fragment):
+    r = videogen("generate", "x", *args, "-o", str(tmp_path / "out.mp4"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "notamodel").mkdir()
     r = videogen("generate", "x", "--model", str(tmp_path / "notamodel"), "-o", str(tmp_path / "out.mp4"))

@@ -11,6 +11,13 @@ from .errors import RequestError
 EXIT_BAD_INPUT = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other bad-input error of videogen."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The clip request's fields as flags (shared by every command that makes clips)."""
     g = p.add_argument_group("clip")
@@ -99,11 +106,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="videogen",
         description="Text-to-video on Ray: keyframes first, then every temporal window in parallel, blended and encoded to MP4.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     gen = sub.add_parser(
         "generate",
@@ -129,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     # Commands of the other workflows register themselves here, one line each.
+    from .ads.command import add_command as add_batch; add_batch(sub)  # noqa: E702
     return parser
 
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .model import VideoModel, WanModel
+from .model import VideoModel, load_model
 from .plan import KeyframeTask, Plan, WindowTask
 from .request import ClipSpec
 from .stitch import blend
@@ -54,7 +54,7 @@ class Denoiser:
 
     def __init__(self, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.source = source
-        self.model: VideoModel = WanModel.load(source, device, dtype)
+        self.model: VideoModel = load_model(source, device, dtype)
         self._embeds: OrderedDict[tuple, tuple] = OrderedDict()
 
     def embeds(self, spec: ClipSpec) -> tuple:

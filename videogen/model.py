@@ -154,6 +154,11 @@ def save_components(components: dict, folder: str | Path) -> Path:
     return Path(folder)
 
 
+def load_model(source: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> VideoModel:
+    """Load a model of any supported family (today: Wan) from its source."""
+    return FAMILIES["wan"].load(source, device, dtype)
+
+
 def _cast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """Move to ``device`` and ``dtype``, keeping the modules a diffusers model marks float32 in float32."""
     torch.nn.Module.to(model, device, dtype)
@@ -237,3 +242,6 @@ class WanModel:
         std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latents)
         video = self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0]  # as WanPipeline does
         return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+
+
+FAMILIES: dict[str, type] = {"wan": WanModel}  # presets name their family; a new family registers here
