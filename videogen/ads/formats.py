@@ -79,7 +79,8 @@ def generation_size(fmt: FormatPreset, pixels: int, model: ModelPreset) -> tuple
     """The (width, height) to generate a format's clip at: its shape, about ``pixels`` in area.
 
     Both sides are multiples of the model's size step (at least one step) and the area stays within
-    the model's limit, so formats of the same shape share one generated clip.
+    the model's limit, so formats of the same shape share one generated clip. The shape wins over
+    the area: the closest shape on the grid, then the largest area with it.
 
     Args:
         fmt: the delivery format.
@@ -88,17 +89,10 @@ def generation_size(fmt: FormatPreset, pixels: int, model: ModelPreset) -> tuple
     """
     m = model.size_multiple
     aspect = fmt.width / fmt.height
-    area = min(pixels, model.max_pixels)
-    height = math.sqrt(area / aspect)
-    w, h = max(m, round(aspect * height / m) * m), max(m, round(height / m) * m)
-    while w * h > model.max_pixels:
-        if w >= h and w > m:
-            w -= m
-        elif h > m:
-            h -= m
-        else:
-            break
-    return w, h
+    area = max(m * m, min(pixels, model.max_pixels))
+    # Every size on the model's grid within the area; the closest shape wins, then the larger one.
+    sizes = [(w, h) for h in range(m, area // m + 1, m) for w in range(m, area // h + 1, m)]
+    return min(sizes, key=lambda s: (round(abs(math.log(s[0] / s[1] / aspect)), 2), -s[0] * s[1]))
 
 
 def fit_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
