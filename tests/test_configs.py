@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from videogen.policy import Blocklist
 from videogen.presets import ModelPreset, QualityPreset, configs_dir, load_yaml, model_presets, quality_presets
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-SCHEMAS = {"models": ModelPreset, "quality": QualityPreset}
+SCHEMAS = {"models": ModelPreset, "quality": QualityPreset, "policy": Blocklist}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
