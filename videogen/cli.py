@@ -63,11 +63,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .encode import check_output_path
+    from .policy import default_policy
     from .presets import resolve_model
     from .request import resolve
 
     request = request_from_args(args)
     # Check everything before starting Ray, so bad input fails in a second and leaves nothing.
+    default_policy().check(request)
     resolve(request, resolve_model(request.get("model", "tiny-random")))
     check_output_path(args.output)
 
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     # Commands of the other workflows register themselves here, one line each.
+    from .service.cli import add_command as add_service; add_service(sub)  # noqa: E702
     from .ads.command import add_command as add_batch; add_batch(sub)  # noqa: E702
     return parser
 

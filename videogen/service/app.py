@@ -1,0 +1,315 @@
+"""The job API: a FastAPI app over the job store and the runner.
+
+Endpoints (JSON; every one under /v1 needs ``Authorization: Bearer TOKEN``)::
+
+    POST /v1/jobs                 a clip request -> 202 {id, status}; Idempotency-Key header honoured
+    GET  /v1/jobs                 the caller's jobs, newest first (?status=&limit=&offset=)
+    GET  /v1/jobs/{id}            status, progress, stage, queue position, times, actor-seconds, error
+    GET  /v1/jobs/{id}/video      the MP4 (HTTP Range supported)
+    GET  /v1/jobs/{id}/preview    the keyframes as one PNG strip, once the keyframe stage is done
+    POST /v1/jobs/{id}/cancel     stop the job
+    GET  /healthz                 liveness, no token
+    GET  /                        the web page (it asks for a token)
+
+`deploy.py` serves this app with Ray Serve. A job another client owns answers 404, as if it did not
+exist. Errors are ``{"error": message}``, plus ``field`` when one request field is at fault.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import Field, field_validator
+
+from ..errors import RequestError
+from ..policy import PolicyError, PromptPolicy
+from ..presets import resolve_model
+from ..request import ClipRequest, resolve
+from .queue import queue_order
+from .runner import Runner, RunnerConfig
+from .store import STATUSES, JobRecord, JobStore
+
+WEB_PAGE = Path(__file__).parent / "web" / "index.html"
+
+
+class JobBody(ClipRequest):
+    """A job: the clip request (the CLI's flags as fields) plus how to queue it."""
+
+    priority: int = Field(default=0, ge=-100, le=100, description="higher runs first")
+    webhook_url: str | None = Field(default=None, max_length=2048, description="POSTed the job's final state")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("prompt", "negative")
+    @classmethod
+    def _short_text(cls, v: str) -> str:
+        if len(v) > 2000:
+            raise ValueError(f"is {len(v)} characters long; the limit is 2000")
+        return v
+
+
+@dataclass
+class ServiceConfig:
+    """Everything the service is started with.
+
+    Args:
+        data_dir: the job database's default home; videos, previews and the task cache go here.
+        tokens_file: lines of ``TOKEN [CLIENT]``; a token without a name is its own client.
+        db: the SQLite file (default ``data_dir/jobs.db``).
+        blocklist: the prompt policy file (default: ``$VIDEOGEN_BLOCKLIST`` or the built-in one).
+        max_body: largest request body, bytes.
+        max_queued: queued jobs beyond which submits get 429.
+        retry_after: seconds a 429 asks the client to wait.
+        workers, slots, per_client, address, gpu_fraction: see `RunnerConfig`.
+    """
+
+    data_dir: Path
+    tokens_file: Path
+    db: Path | None = None
+    blocklist: Path | None = None
+    max_body: int = 64 * 1024
+    max_queued: int = 1000
+    retry_after: int = 10
+    workers: int = 1
+    slots: int | None = None
+    per_client: int = 4
+    address: str | None = None
+    gpu_fraction: float = 1.0
+    webhook_backoff: float = 1.0
+    start_runner: bool = field(default=True, repr=False)  # False: accept jobs but run none (tests of the queue cap)
+
+
+def read_tokens(path: str | os.PathLike) -> dict[str, str]:
+    """Token -> client name from a tokens file (blank lines and ``#`` comments skipped).
+
+    Raises:
+        ValueError: naming the file when it holds no token.
+    """
+    tokens = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split("#", 1)[0].split()
+        if parts:
+            tokens[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
+    if not tokens:
+        raise ValueError(f"tokens file {path}: holds no token")
+    return tokens
+
+
+class Service:
+    """The store, the runner, the tokens and the policy that the app serves.
+
+    Args:
+        config: a `ServiceConfig`.
+    """
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.tokens = read_tokens(config.tokens_file)
+        self.policy = PromptPolicy.load(config.blocklist)
+        self.store = JobStore(config.db or Path(config.data_dir) / "jobs.db")
+        self.runner = Runner(self.store, RunnerConfig(
+            data_dir=Path(config.data_dir), workers=config.workers, slots=config.slots, per_client=config.per_client,
+            address=config.address, gpu_fraction=config.gpu_fraction, webhook_backoff=config.webhook_backoff))
+        if config.start_runner:
+            self.runner.start()
+
+    def client(self, token: str | None) -> str | None:
+        """The client a token belongs to, or None; compares in constant time."""
+        if not token:
+            return None
+        found = None
+        for known, name in self.tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = name
+        return found
+
+    def stop(self) -> None:
+        if self.config.start_runner:
+            self.runner.stop()
+        self.store.close()
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def job_view(job: JobRecord, queue_position: int | None) -> dict:
+    """A job as the API shows it."""
+    return dict(
+        id=job.id,
+        status=job.status,
+        stage=job.stage,
+        progress=round(job.progress, 4),
+        queue_position=queue_position,
+        priority=job.priority,
+        created_at=_iso(job.created),
+        started_at=_iso(job.started),
+        finished_at=_iso(job.finished),
+        actor_seconds=round(job.actor_seconds, 3),
+        cached_tasks=job.cached_tasks,
+        error=job.error,
+        request=job.request,
+        video_url=f"/v1/jobs/{job.id}/video" if job.status == "succeeded" else None,
+        preview_url=f"/v1/jobs/{job.id}/preview" if job.preview else None,
+    )
+
+
+def error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
+        self.response = error(status, message, headers, **extra)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before it is parsed.
+
+    The body is read here (it is small by definition) and replayed to the app, so a body sent
+    without a Content-Length is held to the same limit.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        too_big = error(413, f"request body exceeds {self.limit} bytes")
+        if length.isdigit() and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await too_big(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app for one `Service` (Ray Serve's ingress, or any ASGI server)."""
+    app = FastAPI(title="videogen job API", version="1", description="Submit clip jobs, follow them, fetch the MP4.")
+    store, runner, config = service.store, service.runner, service.config
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return exc.response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError):
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            return error(400, f"malformed JSON: {err.get('ctx', {}).get('error', err['msg'])}")
+        loc = [str(p) for p in err["loc"] if p not in ("body", "query", "header", "path")]
+        name = ".".join(loc) or "body"
+        reason = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        value = err.get("input") if loc else None
+        return error(422, f"{name}={value!r}: {reason}" if loc else f"{name}: {reason}", field=name)
+
+    def client(request: Request, access_token: str | None = Query(None, description="for <video src>; prefer the header")) -> str:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else access_token
+        name = service.client(token)
+        if name is None:
+            raise ApiError(401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    def own_job(job_id: str, who: str = Depends(client)) -> JobRecord:
+        job = store.get(job_id)
+        if job is None or job.client != who:
+            raise ApiError(404, f"job {job_id} not found")
+        return job
+
+    def positions() -> dict[str, int]:
+        order = queue_order(store.with_status("queued"), store.with_status("running"))
+        return {job.id: i + 1 for i, job in enumerate(order)}
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz():
+        return {"status": "ok", "queued": store.count("queued"), "running": store.count("running")}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return HTMLResponse(WEB_PAGE.read_text())
+
+    @app.post("/v1/jobs", status_code=202)
+    def submit(body: JobBody, who: str = Depends(client),
+               idempotency_key: str | None = Header(None, max_length=200)):
+        if idempotency_key is not None and (existing := store.by_key(who, idempotency_key)) is not None:
+            return JSONResponse(job_view(existing, positions().get(existing.id)), status_code=202)
+        request = body.model_dump(exclude_none=True, exclude={"priority", "webhook_url"})
+        try:
+            service.policy.check(request)
+            resolve(ClipRequest.parse(request), resolve_model(body.model))  # the engine's own limits, before queueing
+        except RequestError as e:
+            extra = {"category": e.category} if isinstance(e, PolicyError) else {}
+            raise ApiError(422, str(e), field=e.field, **extra) from None
+        if store.count("queued") >= config.max_queued:
+            raise ApiError(429, f"the queue is full ({config.max_queued} jobs)", headers={"Retry-After": str(config.retry_after)})
+        job, _ = store.add(who, request, body.priority, body.webhook_url, idempotency_key)
+        runner.wake()
+        return JSONResponse(job_view(job, positions().get(job.id)), status_code=202)
+
+    @app.get("/v1/jobs")
+    def list_jobs(who: str = Depends(client), status: Literal[STATUSES] | None = None,
+                  limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)):
+        jobs = store.list(who, status, limit, offset)
+        where = positions()
+        return {
+            "jobs": [job_view(j, where.get(j.id)) for j in jobs],
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if len(jobs) == limit else None,
+        }
+
+    @app.get("/v1/jobs/{job_id}")
+    def get_job(job: JobRecord = Depends(own_job)):
+        return job_view(job, positions().get(job.id))
+
+    @app.post("/v1/jobs/{job_id}/cancel")
+    def cancel(job: JobRecord = Depends(own_job)):
+        if not store.cancel(job.id):
+            raise ApiError(409, f"job {job.id} already {job.status}")
+        runner.cancel(job.id)
+        return job_view(store.get(job.id), None)
+
+    @app.get("/v1/jobs/{job_id}/video", response_class=FileResponse)
+    def video(job: JobRecord = Depends(own_job)):
+        if job.status != "succeeded":
+            raise ApiError(409, f"job {job.id} is {job.status}; the video exists once it has succeeded")
+        return FileResponse(job.output, media_type="video/mp4", filename=f"{job.id}.mp4", content_disposition_type="inline")
+
+    @app.get("/v1/jobs/{job_id}/preview", response_class=FileResponse)
+    def preview(job: JobRecord = Depends(own_job)):
+        if not job.preview:
+            raise ApiError(409, f"job {job.id} has no preview yet (stage: {job.stage}); one-window clips have none")
+        return FileResponse(job.preview, media_type="image/png")
+
+    app.add_middleware(BodyLimit, limit=config.max_body)
+    app.state.started = time.time()
+    return app

@@ -1,0 +1,160 @@
+"""``videogen serve`` and the job commands: submit, status, jobs, cancel, fetch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..cli import add_cluster_flags, add_engine_flags, request_from_args
+from .client import ApiClientError, JobClient
+
+EXIT_REFUSED = 2  # the server rejected the request (bad input, unknown job)
+EXIT_FAILED = 1  # the server could not be reached, or the job failed
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import ServiceConfig
+    from .deploy import run_service
+
+    tokens = args.tokens or os.environ.get("VIDEOGEN_TOKENS_FILE")
+    if not tokens:
+        print("videogen: error: tokens: give --tokens FILE or set VIDEOGEN_TOKENS_FILE", file=sys.stderr)
+        return EXIT_REFUSED
+    data = Path(args.data).resolve()
+    config = ServiceConfig(
+        data_dir=data,
+        tokens_file=Path(tokens).resolve(),
+        db=Path(args.db).resolve() if args.db else None,
+        blocklist=Path(args.blocklist).resolve() if args.blocklist else None,
+        max_queued=args.max_queued,
+        per_client=args.per_client,
+        workers=args.workers,
+        address=args.address,
+        gpu_fraction=args.gpu_fraction,
+    )
+    from .app import read_tokens
+
+    read_tokens(config.tokens_file)  # fail here, not in the replica, on an empty or missing file
+    run_service(config, args.host, args.port)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> JobClient:
+    return JobClient(args.server, args.token)
+
+
+def _line(job: dict) -> str:
+    where = f" #{job['queue_position']} in queue" if job["status"] == "queued" and job["queue_position"] else ""
+    error = f" ({job['error']})" if job.get("error") else ""
+    return f"{job['id']}  {job['status']:<9} {job['stage'] or '':<9} {job['progress']:>4.0%}{where}{error}  {job['request']['prompt']}"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.submit(request_from_args(args), args.priority, args.webhook_url, args.idempotency_key)
+    print(job["id"] if not args.json else json.dumps(job))
+    if not (args.wait or args.output):
+        return 0
+    job = client.wait(job["id"], on_update=None if args.json else lambda j: print(_line(j), file=sys.stderr))
+    if job["status"] != "succeeded":
+        print(f"videogen: error: job {job['id']} {job['status']}: {job.get('error') or ''}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.output:
+        print(f"wrote {client.fetch(job['id'], args.output)}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    job = _client(args).status(args.id)
+    print(json.dumps(job, indent=2) if args.json else _line(job))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    page = _client(args).jobs(args.status, args.limit, args.offset)
+    if args.json:
+        print(json.dumps(page))
+    else:
+        for job in page["jobs"]:
+            print(_line(job))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print(_line(_client(args).cancel(args.id)))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    print(f"wrote {_client(args).fetch(args.id, args.output)}")
+    return 0
+
+
+def _guard(func):
+    """Turn the server's refusals into one ``videogen: error:`` line and an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ApiClientError as e:
+            print(f"videogen: error: {e}", file=sys.stderr)
+            return EXIT_FAILED if e.status in (0,) or e.status >= 500 else EXIT_REFUSED
+
+    return run
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="URL", help="the service (default $VIDEOGEN_SERVER, else http://127.0.0.1:8000)")
+    p.add_argument("--token", metavar="TOKEN", help="bearer token (default $VIDEOGEN_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_command(sub) -> None:
+    """Register serve, submit, status, jobs, cancel and fetch on the ``videogen`` parser."""
+    serve = sub.add_parser("serve", help="run the job service (HTTP API and web page) on Ray Serve",
+                           description="Serve the job API, its queue and the web page with Ray Serve; jobs share one actor pool.",
+                           epilog="example: videogen serve --tokens tokens.txt --port 8000 --workers 2")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--tokens", metavar="FILE", help="bearer tokens, one per line, each optionally followed by a client name (default $VIDEOGEN_TOKENS_FILE)")
+    serve.add_argument("--data", metavar="DIR", default="videogen-data", help="videos, previews and the task cache (default ./videogen-data)")
+    serve.add_argument("--db", metavar="PATH", help="the SQLite job database (default DIR/jobs.db)")
+    serve.add_argument("--blocklist", metavar="FILE", help="prompt policy file (default $VIDEOGEN_BLOCKLIST or configs/policy/default.yaml)")
+    serve.add_argument("--max-queued", type=int, default=1000, metavar="N", help="queued jobs before submits get 429 (default 1000)")
+    serve.add_argument("--per-client", type=int, default=4, metavar="N", help="jobs one client may have running at once (default 4)")
+    add_cluster_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser("submit", help="send a clip job to a service",
+                            epilog='example: videogen submit "a red circle moving right" --seconds 2 --wait -o out.mp4')
+    submit.add_argument("prompt", help="what the clip shows")
+    add_engine_flags(submit)
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    submit.add_argument("--webhook-url", metavar="URL", help="called with the job's final state")
+    submit.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with the same key returns the same job")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end")
+    submit.add_argument("-o", "--output", metavar="OUT.mp4", help="wait, then download the MP4 here")
+    _server_flags(submit)
+    submit.set_defaults(func=_guard(cmd_submit))
+
+    for name, func, helptext in (("status", cmd_status, "show one job"), ("cancel", cmd_cancel, "stop a job")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("id", help="job id")
+        _server_flags(p)
+        p.set_defaults(func=_guard(func))
+
+    jobs = sub.add_parser("jobs", help="list your jobs, newest first")
+    jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "canceled"])
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--offset", type=int, default=0)
+    _server_flags(jobs)
+    jobs.set_defaults(func=_guard(cmd_jobs))
+
+    fetch = sub.add_parser("fetch", help="download a finished job's MP4")
+    fetch.add_argument("id", help="job id")
+    fetch.add_argument("-o", "--output", required=True, metavar="OUT.mp4")
+    _server_flags(fetch)
+    fetch.set_defaults(func=_guard(cmd_fetch))
