@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from videogen.ads.formats import FormatPreset, NegativePreset
 from videogen.policy import Blocklist
 from videogen.presets import ModelPreset, QualityPreset, configs_dir, load_yaml, model_presets, quality_presets
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-SCHEMAS = {"models": ModelPreset, "quality": QualityPreset, "policy": Blocklist}
+SCHEMAS = {"models": ModelPreset, "quality": QualityPreset, "policy": Blocklist, "formats": FormatPreset, "negatives": NegativePreset}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 from PIL import Image, UnidentifiedImageError
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RequestError
 from ..presets import ModelPreset, Strict, resolve_model
@@ -101,14 +101,6 @@ class AdSpec(Strict):
     scorer: str = "smoothness"
     pricing: Pricing = Pricing()
     lora: Lora | None = None
-
-    @field_validator("variables")
-    @classmethod
-    def _lists_not_empty(cls, v):
-        for name, values in (v or {}).items():
-            if not values:
-                raise ValueError(f"variable {name!r} has no values: the matrix would be empty")
-        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> "AdSpec":
@@ -203,6 +195,9 @@ def _fields(template: str, lines: _Lines, loc: tuple) -> list[str]:
 
 def _rows(spec: AdSpec, base: Path, lines: _Lines) -> list[dict]:
     if spec.variables is not None:
+        for name, values in spec.variables.items():
+            if not values:
+                raise lines.error(("variables", name), values, "no values: the matrix would be empty")
         names = list(spec.variables)
         return [dict(zip(names, combo)) for combo in itertools.product(*spec.variables.values())]
     if spec.rows is not None:
