@@ -46,7 +46,9 @@ def run_service(config: ServiceConfig, host: str, port: int) -> None:
         if config.address or os.environ.get("RAY_ADDRESS"):
             ray.init(address=config.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, config.workers), include_dashboard=False, log_to_driver=False)
+            # "local": a Ray of its own, even where another Ray runs on this machine.
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, config.workers), include_dashboard=False,
+                     log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(JobService.bind(config), name=APP_NAME, route_prefix="/", blocking=False)
     print(f"videogen service at http://{host}:{port}/ (API under /v1, OpenAPI at /openapi.json)", flush=True)
