@@ -356,3 +356,34 @@ def test_cli_talks_to_the_service(served, tmp_path, capsys, monkeypatch):
     assert "category: graphic_violence" in capsys.readouterr().err
     assert main(["generate", "gore everywhere", "-o", str(tmp_path / "g.mp4")]) == 2
     assert "category: graphic_violence" in capsys.readouterr().err and not (tmp_path / "g.mp4").exists()
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def test_web_page_submits_shows_progress_to_100_and_plays_the_clip(served):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(served.url + "/")
+            page.fill("#token", "carol-token")
+            page.click("#save-token")
+            page.fill("#prompt", "a green triangle spinning")
+            page.fill("input[name=frames]", "33")  # two windows, three keyframes
+            page.fill("input[name=fps]", "8")
+            page.click("#submit")
+            row = page.locator("#jobs tr", has_text="a green triangle spinning")
+            row.locator("text=100%").wait_for(timeout=120_000)
+            assert row.locator("progress").evaluate("bar => bar.value") == 1
+            page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
+            duration = page.evaluate("document.getElementById('player').duration")
+            assert duration == pytest.approx(33 / 8, abs=0.13)
+            page.wait_for_function("document.querySelector('#preview img')?.naturalWidth > 0", timeout=30_000)
+            assert page.locator("#preview img").evaluate("img => img.naturalWidth") == 3 * 32
+            assert page.locator("#error").inner_text() == ""
+        finally:
+            browser.close()
