@@ -22,6 +22,7 @@ import io
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -137,8 +138,8 @@ def run_batch(
         out_dir: the output folder (created if missing).
         engine: a `videogen.Engine`; give it a ``cache_dir`` so re-runs cost almost nothing.
         scorer: ``(frames, prompt) -> float``, higher is better; default the spec's ``scorer``.
-        on_event: called with ``("clip", info)`` as each clip arrives and ``("variant", record)``
-            as each variant is written (from this thread).
+        on_event: called with ``("clip", info)`` as each clip arrives (from this thread) and
+            ``("variant", record)`` as each variant is written (from a writer thread).
     Raises:
         Exception: the first clip's error, after every variant that could finish has been written.
     """
@@ -174,6 +175,16 @@ def run_batch(
     fingerprints = dict((v.id, fp) for v, fp in todo)
     variants = {v.id: v for v in batch.variants}
     busy, cached, first_error = 0.0, 0, None
+    # Cutting, overlaying and encoding run beside the loop, so the next clips keep arriving meanwhile.
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="videogen-ads")
+    written = {}
+
+    def finish(vid: str, clips: dict) -> dict:
+        record = _write_variant(batch, variants[vid], needed[vid], clips, scores, seconds, fingerprints[vid], out_dir, price)
+        if on_event is not None:
+            on_event("variant", record)
+        return record
+
     for job in engine.as_completed(jobs):
         try:
             result = job.result()
@@ -192,14 +203,14 @@ def run_batch(
                                   cached_tasks=result.cached_tasks))
         for k in keys:
             pending[k[0]].discard(k)
-            if not pending[k[0]] and k[0] not in records:
-                vid = k[0]
-                records[vid] = _write_variant(batch, variants[vid], needed[vid], frames, scores, seconds,
-                                              fingerprints[vid], out_dir, price)
-                for key in needed[vid]:
-                    frames.pop(key, None)
-                if on_event is not None:
-                    on_event("variant", records[vid])
+            if not pending[k[0]] and k[0] not in written:
+                written[k[0]] = writer.submit(finish, k[0], {key: frames.pop(key) for key in needed[k[0]]})
+    writer.shutdown(wait=True)
+    for vid, future in written.items():
+        if future.exception() is not None:
+            first_error = first_error or future.exception()
+        else:
+            records[vid] = future.result()
     wall = time.perf_counter() - start
 
     # 4. The manifest and the contact sheet, from every variant's record.

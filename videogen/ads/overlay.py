@@ -166,8 +166,8 @@ def layout(fmt: FormatPreset, overlay: OverlaySpec, headline: str | None, cta: s
     return Layout(placed, logo_img, top, box)
 
 
-def render(lay: Layout, width: int, height: int) -> np.ndarray:
-    """The overlay as an RGBA float layer (height, width, 4) in [0, 1]."""
+def render(lay: Layout, width: int, height: int) -> Image.Image:
+    """The overlay as a transparent RGBA image of the delivery size."""
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     left, _, right, _ = lay.box
@@ -184,19 +184,21 @@ def render(lay: Layout, width: int, height: int) -> np.ndarray:
             lx = centre - round(block.font.getlength(line)) // 2
             draw.text((lx, y + inner + i * block.line_height), line, font=block.font, fill=style.color,
                       stroke_width=block.stroke, stroke_fill="#000000")
-    return np.asarray(layer, dtype=np.float32) / 255.0
+    return layer
 
 
-def apply(frames: np.ndarray, layer: np.ndarray) -> np.ndarray:
+def apply(frames: np.ndarray, layer: Image.Image) -> np.ndarray:
     """Alpha-composite an RGBA layer over uint8 frames (F, H, W, 3); returns new frames."""
-    alpha = layer[..., 3:]
-    ys, xs = np.nonzero(alpha[..., 0])
     out = frames.copy()
-    if len(ys) == 0:
+    box = layer.getbbox(alpha_only=True)
+    if box is None:
         return out
-    sl = (slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    a, rgb = alpha[sl[1:]], layer[sl[1:]][..., :3] * 255.0
-    out[sl] = np.clip(frames[sl] * (1 - a) + rgb * a + 0.5, 0, 255).astype(np.uint8)
+    left, top, right, bottom = box
+    patch = layer.crop(box)
+    for frame in out:
+        region = Image.fromarray(frame[top:bottom, left:right]).convert("RGBA")
+        region.alpha_composite(patch)
+        frame[top:bottom, left:right] = np.asarray(region.convert("RGB"))
     return out
 
 
