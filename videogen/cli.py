@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     # Commands of the other workflows register themselves here, one line each.
+    from .storyboard.command import add_command as add_storyboard; add_storyboard(sub)  # noqa: E702
     from .service.cli import add_command as add_service; add_service(sub)  # noqa: E702
     from .ads.command import add_command as add_batch; add_batch(sub)  # noqa: E702
     return parser

@@ -12,7 +12,6 @@ A strip of frames is a sheet with ``columns=len(images)``::
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -40,14 +39,20 @@ def wrap(text: str, width_px: int, face, max_lines: int) -> list[str]:
     """Split ``text`` into at most ``max_lines`` lines that fit ``width_px``; the last ends in an ellipsis if cut."""
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
-        chars = max(1, len(paragraph))
-        while chars > 1 and face.getlength(paragraph[:chars]) > width_px:
-            chars -= 1
-        # textwrap keeps whole words; the character budget comes from measuring the text itself.
-        lines.extend(textwrap.wrap(paragraph, width=chars) or [""])
+        line = ""
+        for word in paragraph.split():
+            if line and face.getlength(f"{line} {word}") > width_px:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
     if len(lines) > max_lines:
         lines = lines[:max_lines]
-        lines[-1] = lines[-1].rstrip(" .") + "…"
+        last = lines[-1]
+        while last and face.getlength(last + "…") > width_px:
+            last = last[:-1]
+        lines[-1] = last.rstrip(" .,") + "…"
     return lines
 
 
