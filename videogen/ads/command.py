@@ -9,18 +9,21 @@ from pathlib import Path
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    from ..errors import RequestError
     from .batch import dry_run, run_batch
-    from .spec import load_spec
+    from .spec import ClipFields, load_spec
 
+    for name in ("width", "height", "seed", "negative"):
+        if getattr(args, name) is not None:
+            raise RequestError(name, getattr(args, name), "is set by the spec (pixels, seed, negatives) and its formats")
+    overrides = {k: getattr(args, k) for k in ClipFields.model_fields if getattr(args, k, None) is not None}
     # Everything is checked before Ray starts: bad input fails in a second and writes nothing.
-    batch = load_spec(args.spec)
+    batch = load_spec(args.spec, overrides)
     out_dir = Path(args.output)
     if args.dry_run:
         print(dry_run(batch, out_dir))
         return 0
     if out_dir.exists() and not out_dir.is_dir():
-        from ..errors import RequestError
-
         raise RequestError("output", str(out_dir), "exists and is not a folder")
 
     from ..driver import Engine
@@ -45,7 +48,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def add_command(sub) -> None:
     """Register ``videogen batch`` on the CLI's subparsers."""
-    from ..cli import add_cluster_flags
+    from ..cli import add_cluster_flags, add_engine_flags
 
     p = sub.add_parser(
         "batch",
@@ -59,5 +62,6 @@ def add_command(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the matrix, the clip count and the estimated cost; generate nothing")
     p.add_argument("--cache-dir", metavar="DIR", help="task cache (default DIR/.cache)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_engine_flags(p)  # clip flags replace the spec's clip settings
     add_cluster_flags(p)
     p.set_defaults(func=cmd_batch)

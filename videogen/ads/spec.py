@@ -224,11 +224,13 @@ def _variant_id(values: dict) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
-def load_spec(path: str | Path) -> Batch:
+def load_spec(path: str | Path, clip: dict | None = None) -> Batch:
     """Read, check and expand a spec; nothing is generated.
 
     Args:
         path: the spec's YAML file; relative paths inside it (feed, logo, font, LoRA) are relative to it.
+        clip: clip fields that replace the spec's (the CLI's ``--model``, ``--steps``...); ``frames``
+            and ``seconds`` replace each other.
     Raises:
         SpecError: the first problem, naming the file, the line, the key and the value.
     """
@@ -246,6 +248,11 @@ def load_spec(path: str | Path) -> Batch:
     lines = _Lines(path, root)
     if not isinstance(data, dict):
         raise lines.error((), data, "must be a mapping of keys to values")
+    if clip:
+        given = dict(data.get("clip") or {})
+        if {"frames", "seconds"} & set(clip):
+            given.pop("frames", None), given.pop("seconds", None)
+        data["clip"] = given | clip
 
     # 1. Schema: types, ranges, unknown keys.
     try:
@@ -276,15 +283,11 @@ def load_spec(path: str | Path) -> Batch:
                 raise lines.error(loc, template, f"unknown variable {{{name}}}; the spec defines {', '.join(sorted(known)) or 'none'}")
 
     variants = []
-    for i, row in enumerate(rows):
+    for row in rows:
         values = {k: str(v) for k, v in row.items()}
-        fill = lambda t: t.format(**values)  # noqa: E731
-        prompt = ", ".join(p for p in (spec.style.strip(), fill(spec.template).strip()) if p)
-        variants.append(Variant(
-            _variant_id(values), values, prompt,
-            fill(spec.overlay.headline.text) if spec.overlay.headline else None,
-            fill(spec.overlay.cta.text) if spec.overlay.cta else None,
-        ))
+        prompt = ", ".join(p for p in (spec.style.strip(), spec.template.format(**values).strip()) if p)
+        headline, cta = (s.text.format(**values) if s else None for s in (spec.overlay.headline, spec.overlay.cta))
+        variants.append(Variant(_variant_id(values), values, prompt, headline, cta))
     ids = [v.id for v in variants]
     for i, vid in enumerate(ids):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", vid):
