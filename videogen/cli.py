@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .storyboard.command import add_command as add_storyboard; add_storyboard(sub)  # noqa: E702
     from .service.cli import add_command as add_service; add_service(sub)  # noqa: E702
     from .ads.command import add_command as add_batch; add_batch(sub)  # noqa: E702
+    from .train_command import add_command as add_train; add_train(sub)  # noqa: E702
+    from .evaluate import add_command as add_eval; add_eval(sub)  # noqa: E702
     return parser
 
 

@@ -1,0 +1,340 @@
+"""`videogen train`: train the miniature model from scratch on clips of the shapes world.
+
+Two stages, in order, each resumable:
+
+1. **vae**: the `AutoencoderKLWan` learns to reconstruct 9-frame clips (L1 + MSE, a light KL);
+   then the latents' per-channel mean and std are measured and written into its config, as Wan's
+   VAE carries them.
+2. **dit**: the transformer and the text encoder learn flow matching on the frozen VAE's latents.
+   With diffusers' `FlowMatchEulerDiscreteScheduler`, ``x_sigma = (1 - sigma) * x0 + sigma * noise``
+   and ``step`` moves ``x += (sigma_next - sigma) * prediction``, so the target is ``noise - x0``.
+   Each step trains one of the three tasks the engine asks for, on a batch of clips drawn on the fly:
+   ``t2v`` (a whole clip, nothing given), ``window`` (a stretch of a longer clip with some latent
+   frames given through the mask and conditioning channels), ``keyframes`` (latent frames at a
+   fixed stride spanning a long clip; a continuing chunk has its first frame given).
+
+Every batch comes from seeds derived from (run seed, stage, step), so a resumed run draws exactly
+the clips an uninterrupted one would. Checkpoints (``checkpoint.pt``, written atomically) hold the
+weights, optimiser states and step counts; ``loss.csv`` logs every step; at the end the model is
+exported as a diffusers folder (``model/``) that ``--model`` and `load_components` read.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from diffusers import WanPipeline
+from tqdm import tqdm
+
+from .miniature import MiniatureConfig, build_miniature
+from .model import MAX_TEXT_TOKENS, save_components
+from .shapes import caption, render, sample_scene
+
+STAGES = ("vae", "dit")
+TASKS = ("t2v", "window", "keyframes")
+TASK_ODDS = (0.4, 0.3, 0.3)
+LATENT_LENGTHS = {"t2v": (5, 9), "window": (5, 9), "keyframes": (2, 3, 5)}  # latent frames per sample
+VAE_SHARE = 0.25  # of a time budget, for the VAE stage
+VAE_FRAMES = 9  # pixel frames per VAE training clip: a first frame and two groups of four
+EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an unconditional model
+KL_WEIGHT = 1e-6
+MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "draft"}
+
+
+@dataclass
+class TrainSettings:
+    """What one `videogen train` run does.
+
+    Args:
+        out: run folder (checkpoint, loss log, exported model).
+        vae_steps, steps: optimiser steps of the VAE and transformer stages.
+        minutes: wall-clock budget (None: no limit); the VAE stage gets `VAE_SHARE` of it.
+        batch: clips per step.
+        checkpoint_every: steps between checkpoints.
+        seed: the run's seed; every clip derives from it.
+    """
+
+    out: Path
+    vae_steps: int = 4000
+    steps: int = 100_000
+    minutes: float | None = 90.0
+    batch: int = 8
+    vae_lr: float = 1e-3
+    lr: float = 5e-4
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+def batch_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    """The generator for one step's batch: keyed by (seed, stage, step), never by order or time."""
+    return np.random.default_rng(np.random.SeedSequence([seed, STAGES.index(stage), step]))
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (F, H, W, 3) to a float clip (3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def vae_batch(rng: np.random.Generator, batch: int, size: int) -> torch.Tensor:
+    """Clips (B, 3, `VAE_FRAMES`, H, W): stretches of clips of random length, so speeds vary."""
+    clips = []
+    for _ in range(batch):
+        scene = sample_scene(int(rng.integers(1 << 62)), "train")
+        groups = int(rng.integers(2, 33))  # the clip is 4 * groups + 1 pixel frames
+        start = 4 * int(rng.integers(0, groups - 1))
+        times = (start + np.arange(VAE_FRAMES)) / (4 * groups)
+        clips.append(to_tensor(render(scene, times, size)))
+    return torch.stack(clips)
+
+
+class LatentCodec:
+    """The frozen VAE as the transformer stage sees it: scenes at latent positions to normalised latents."""
+
+    def __init__(self, vae, size: int):
+        self.vae, self.size = vae, size
+        cfg = vae.config
+        self.mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+
+    @torch.no_grad()
+    def span(self, scene, length: int, start: int, stop: int) -> torch.Tensor:
+        """Latent frames ``[start, stop)`` of the scene drawn as a clip of ``length`` latent frames.
+
+        Returns (C, stop - start, h, w). A stretch not at the clip's start is encoded from the
+        pixel frame before it, so its first latent frame covers four frames as in the whole clip.
+        """
+        pixels = 4 * (length - 1) + 1
+        first = max(0, 4 * start - 4)
+        times = np.arange(first, 4 * (stop - 1) + 1) / max(pixels - 1, 1)
+        clip = to_tensor(render(scene, times, self.size))[None]
+        z = self.vae.encode(clip).latent_dist.mode()
+        z = z if start == 0 else z[:, :, 1:]
+        return ((z - self.mean) / self.std)[0]
+
+    def positions(self, scene, length: int, positions: list[int]) -> torch.Tensor:
+        """Latent frames at sparse ``positions``, each encoded as its own stretch: (C, len, h, w)."""
+        return torch.cat([self.span(scene, length, p, p + 1) for p in positions], dim=1)
+
+
+def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
+    """One step's batch for the transformer: one task, one length.
+
+    Returns:
+        task name; x0 (B, C, T, h, w) normalised latents; known (B, T) float, 1 where a latent
+        frame is given; the prompts.
+    """
+    task = TASKS[rng.choice(len(TASKS), p=TASK_ODDS)]
+    t = int(rng.choice(LATENT_LENGTHS[task]))
+    latents, known, prompts = [], [], []
+    for _ in range(batch):
+        scene = sample_scene(int(rng.integers(1 << 62)), "train")
+        mask = np.zeros(t, np.float32)
+        if task == "t2v":
+            latents.append(codec.span(scene, t, 0, t))
+        elif task == "window":
+            length = t + int(rng.integers(0, 7 * t))
+            start = int(rng.integers(0, length - t + 1))
+            latents.append(codec.span(scene, length, start, start + t))
+            pick = rng.random()
+            if pick < 0.6:
+                mask[[0, -1]] = 1  # keyframes at both ends, as the engine's windows have
+            elif pick < 0.8:
+                mask[0] = 1
+            else:
+                mask[rng.choice(t, size=int(rng.integers(1, t)), replace=False)] = 1
+        else:
+            stride, chunk = int(rng.integers(2, 9)), int(rng.integers(0, 3))
+            first = chunk * (t - 1) * stride
+            positions = [first + i * stride for i in range(t)]
+            latents.append(codec.positions(scene, positions[-1] + 1 + int(rng.integers(0, 2 * stride)), positions))
+            mask[0] = float(chunk > 0)  # a continuing chunk starts from the previous chunk's last keyframe
+        known.append(torch.from_numpy(mask))
+        prompts.append("" if rng.random() < EMPTY_PROMPT_ODDS else caption(scene))
+    return task, torch.stack(latents), torch.stack(known), prompts
+
+
+def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int) -> torch.Tensor:
+    """Flow-matching loss of the transformer on one batch; given frames are inputs, not targets."""
+    b, _, t, h, w = x0.shape
+    gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+    noise = torch.randn(x0.shape, generator=gen)
+    u = torch.rand(b, generator=gen)
+    shift = pipe.scheduler.config.shift
+    sigma = (shift * u / (1 + (shift - 1) * u)).view(b, 1, 1, 1, 1)  # the inference schedule's shift
+    x = (1 - sigma) * x0 + sigma * noise
+    m = known.view(b, 1, t, 1, 1)
+    condition = torch.cat([m.expand(b, mask_channels, t, h, w), x0 * m], dim=1)
+    embeds, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                   max_sequence_length=MAX_TEXT_TOKENS, device=torch.device("cpu"))
+    pred = pipe.transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
+                            encoder_hidden_states=embeds, return_dict=False)[0]
+    weight = (1 - m).expand_as(pred)
+    return ((pred - (noise - x0)) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def latent_statistics(vae, size: int, seed: int, clips: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the VAE's latents over ``clips`` fresh clips."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
+    z = torch.cat([vae.encode(vae_batch(rng, 8, size)).latent_dist.mode() for _ in range(clips // 8)])
+    dims = (0, 2, 3, 4)
+    return z.mean(dim=dims).tolist(), z.std(dim=dims).clamp(min=1e-3).tolist()
+
+
+class Trainer:
+    """One training run: its components, optimisers and counters, saved to and restored from ``out``."""
+
+    def __init__(self, settings: TrainSettings, config: MiniatureConfig = MiniatureConfig()):
+        self.s, self.config = settings, config
+        self.components = build_miniature(config, seed=settings.seed)
+        c = self.components
+        self.vae_opt = torch.optim.AdamW(c["vae"].parameters(), lr=settings.vae_lr)
+        self.dit_opt = torch.optim.AdamW([*c["transformer"].parameters(), *c["text_encoder"].parameters()],
+                                         lr=settings.lr, weight_decay=0.01)
+        self.counts = {"vae": 0, "dit": 0}
+        self.seconds = {"vae": 0.0, "dit": 0.0}
+        self.stats_done = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.s.out / "checkpoint.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.s.out / "loss.csv"
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (temporary name, then rename)."""
+        c = self.components
+        state = dict(
+            counts=self.counts, seconds=self.seconds, stats_done=self.stats_done,
+            vae=c["vae"].state_dict(), transformer=c["transformer"].state_dict(),
+            text_encoder=c["text_encoder"].state_dict(), vae_opt=self.vae_opt.state_dict(),
+            dit_opt=self.dit_opt.state_dict(),
+            latents_mean=c["vae"].config.latents_mean, latents_std=c["vae"].config.latents_std,
+        )
+        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def load(self) -> None:
+        """Restore the last checkpoint and cut the loss log back to it (steps after it run again)."""
+        state = torch.load(self.checkpoint_path, weights_only=False)
+        c = self.components
+        for name in ("vae", "transformer", "text_encoder"):
+            c[name].load_state_dict(state[name])
+        self.vae_opt.load_state_dict(state["vae_opt"])
+        self.dit_opt.load_state_dict(state["dit_opt"])
+        c["vae"].register_to_config(latents_mean=state["latents_mean"], latents_std=state["latents_std"])
+        self.counts, self.seconds, self.stats_done = state["counts"], state["seconds"], state["stats_done"]
+        if self.log_path.exists():
+            with open(self.log_path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.counts[r["stage"]]]
+            self._write_log(rows)
+
+    def _write_log(self, rows: list[dict]) -> None:
+        tmp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["stage", "step", "task", "loss", "seconds"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.log_path)
+
+    def budget(self, stage: str) -> float:
+        """Seconds the stage may run in total (inf without a time budget)."""
+        if self.s.minutes is None:
+            return float("inf")
+        total = self.s.minutes * 60.0
+        return total * VAE_SHARE if stage == "vae" else total - self.seconds["vae"]
+
+    def run(self, progress: bool = True) -> Path:
+        """Train both stages to their step or time limits, then export the model folder."""
+        self.s.out.mkdir(parents=True, exist_ok=True)
+        if not self.log_path.exists():
+            self._write_log([])
+        c = self.components
+        self._stage("vae", self.s.vae_steps, self._vae_step, progress)
+        if not self.stats_done:
+            c["vae"].eval()
+            mean, std = latent_statistics(c["vae"], self.config.size, self.s.seed)
+            c["vae"].register_to_config(latents_mean=mean, latents_std=std)
+            self.stats_done = True
+            self.save()
+        c["vae"].eval().requires_grad_(False)
+        self.codec = LatentCodec(c["vae"], self.config.size)
+        self.pipe = WanPipeline(**c)
+        self._stage("dit", self.s.steps, self._dit_step, progress)
+        return self.export()
+
+    def _stage(self, stage: str, steps: int, step_fn, progress: bool) -> None:
+        bar = tqdm(total=steps, initial=min(self.counts[stage], steps), desc=f"train {stage}",
+                   disable=not progress, dynamic_ncols=True)
+        with open(self.log_path, "a", newline="") as log:
+            writer = csv.writer(log)
+            while self.counts[stage] < steps and self.seconds[stage] < self.budget(stage):
+                start = time.perf_counter()
+                task, loss = step_fn(self.counts[stage])
+                self.counts[stage] += 1
+                self.seconds[stage] += time.perf_counter() - start
+                writer.writerow([stage, self.counts[stage], task, f"{loss:.5f}", f"{self.seconds[stage]:.2f}"])
+                log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", task=task)
+                if self.counts[stage] % self.s.checkpoint_every == 0:
+                    self.save()
+        bar.close()
+        self.save()
+
+    def _vae_step(self, step: int) -> tuple[str, float]:
+        vae = self.components["vae"].train()
+        x = vae_batch(batch_rng(self.s.seed, "vae", step), self.s.batch, self.config.size)
+        posterior = vae.encode(x).latent_dist
+        y = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(step))).sample
+        loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + KL_WEIGHT * posterior.kl().mean()
+        self.vae_opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        self.vae_opt.step()
+        return "reconstruct", loss.item()
+
+    def _dit_step(self, step: int) -> tuple[str, float]:
+        c = self.components
+        c["transformer"].train()
+        c["text_encoder"].train()
+        rng = batch_rng(self.s.seed, "dit", step)
+        task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
+        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels)
+        for group in self.dit_opt.param_groups:
+            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200)  # warm-up
+        self.dit_opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*c["transformer"].parameters(), *c["text_encoder"].parameters()], 1.0)
+        self.dit_opt.step()
+        return task, loss.item()
+
+    def export(self) -> Path:
+        """Save the trained model as a diffusers folder ``out/model`` (atomically: built aside, then renamed)."""
+        c = self.components
+        for name in ("vae", "transformer", "text_encoder"):
+            c[name].eval()
+        folder = self.s.out / "model"
+        tmp = self.s.out / f".model.{os.getpid()}.tmp"
+        save_components(c, tmp)
+        (tmp / "videogen.yaml").write_text(yaml.safe_dump({"defaults": MODEL_DEFAULTS}))
+        if folder.exists():
+            old = self.s.out / f".model.{os.getpid()}.old"
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            for p in sorted(old.rglob("*"), reverse=True):
+                p.unlink() if p.is_file() else p.rmdir()
+            old.rmdir()
+        else:
+            os.replace(tmp, folder)
+        return folder
