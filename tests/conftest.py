@@ -12,7 +12,7 @@ def ray_local():
     engines of 1, 2 and 3 one-CPU actors at once on a 2-core machine."""
     import ray
 
-    ray.init(num_cpus=8, num_gpus=0, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, num_gpus=0, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -12,7 +12,7 @@ CLIP = dict(prompt="a red circle moving right", frames=9, width=32, height=32, s
 
 @pytest.fixture(scope="module")
 def gpu_cluster():
-    ray.init(num_cpus=4, num_gpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -116,7 +116,7 @@ def run_bench(args) -> int:
     results: dict = {"device": "cpu", "cores": os.cpu_count(), "model": preset.name, "size": SIZE, "steps": STEPS}
     cores = os.cpu_count() or 1
     start = time.perf_counter()
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     results["ray_start_seconds"] = round(time.perf_counter() - start, 2)
     say = (lambda *a: None) if args.json else print
     say(f"videogen bench: model builtin:{shape}, {SIZE}x{SIZE}, {STEPS} steps, guidance {GUIDANCE}, {cores} cores")

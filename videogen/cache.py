@@ -46,6 +46,11 @@ def cache_path(cache_dir: str | os.PathLike, key: str) -> Path:
     return Path(cache_dir) / key[:2] / f"{key}.npz"
 
 
+def payload_nbytes(payload) -> int:
+    """Bytes of an array, or of a dict of position -> array."""
+    return sum(v.nbytes for v in payload.values()) if isinstance(payload, dict) else payload.nbytes
+
+
 def save_payload(path: str | os.PathLike, payload) -> None:
     """Write an array, or a dict of position -> array, atomically."""
     path = Path(path)

@@ -45,6 +45,16 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", metavar="N", type=int, default=1, help="denoiser actors (the output does not depend on it; default 1)")
     g.add_argument("--address", metavar="RAY_ADDRESS", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--gpu-fraction", metavar="X", type=float, default=1.0, help="share of a GPU per actor when the cluster has GPUs")
+    g.add_argument("--decode-on", choices=["denoisers", "cpu"], default="denoisers",
+                   help="blend and decode on the denoiser actors, or on a VAE-only CPU actor (default denoisers)")
+    g.add_argument("--cache", metavar="DIR", default=None,
+                   help="cache task results here; a re-run reads back what did not change (a shared folder on a cluster)")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """`Engine` arguments from the cluster flags."""
+    return dict(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction,
+                decode_on=args.decode_on, cache_dir=args.cache)
 
 
 REQUEST_FIELDS = (
@@ -86,7 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar.n = p.done
             bar.refresh()
 
-    with Engine(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction) as engine:
+    with Engine(**engine_kwargs(args)) as engine:
         result = engine.generate(request, args.output, on_progress=on_progress)
         ray_start = engine.ray_start_seconds
     if bar is not None:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .model import VideoModel, load_model
+from .model import VideoModel, WanVAE, load_model
 from .plan import KeyframeTask, Plan, WindowTask
 from .request import ClipSpec
 from .stitch import blend
@@ -55,6 +55,7 @@ class Denoiser:
     def __init__(self, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.source = source
         self.model: VideoModel = load_model(source, device, dtype)
+        self.decoder = Decoder(self.model.decoder)
         self._embeds: OrderedDict[tuple, tuple] = OrderedDict()
 
     def embeds(self, spec: ClipSpec) -> tuple:
@@ -122,18 +123,39 @@ class Denoiser:
         return {"latents": latents, "seconds": time.perf_counter() - start}
 
     def preview(self, spec: ClipSpec, keyframes: dict[int, np.ndarray]) -> dict:
+        return self.decoder.preview(spec, keyframes)
+
+    def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
+        return self.decoder.decode(spec, plan, windows)
+
+
+class Decoder:
+    """Blends windows and decodes latents to frames: on a denoiser actor, or alone on a CPU actor.
+
+    Args:
+        vae: a decoder with ``decode(latents (B, C, T, h, w)) -> float frames (B*F, H, W, 3)``.
+    """
+
+    def __init__(self, vae: WanVAE):
+        self.vae = vae
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu") -> "Decoder":
+        return cls(WanVAE.load(source, device))
+
+    def preview(self, spec: ClipSpec, keyframes: dict[int, np.ndarray]) -> dict:
         """Each keyframe decoded on its own, in position order; ``{"frames": uint8 (K, H, W, 3), "seconds": s}``."""
         start = time.perf_counter()
         positions = sorted(keyframes)
         latents = torch.from_numpy(np.stack([keyframes[p] for p in positions]))[:, :, None]  # (K, C, 1, h, w)
-        images = np.concatenate([self.model.decode(latents[i : i + 1]) for i in range(len(positions))])
+        images = np.concatenate([self.vae.decode(latents[i : i + 1]) for i in range(len(positions))])
         return {"frames": to_uint8(images), "seconds": time.perf_counter() - start}
 
     def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
         """Blend the windows and decode the clip; returns ``{"frames": uint8 (F, H, W, 3), "seconds": s}``."""
         start = time.perf_counter()
         latents = blend(plan, windows, spec.blend)
-        video = self.model.decode(torch.from_numpy(latents)[None])[: spec.frames]  # trim 4k+1 to what was asked
+        video = self.vae.decode(torch.from_numpy(latents)[None])[: spec.frames]  # trim 4k+1 to what was asked
         return {"frames": to_uint8(video), "seconds": time.perf_counter() - start}
 
 

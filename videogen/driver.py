@@ -24,7 +24,8 @@ With a ``cache_dir``, every task's result is stored under a key made from what i
 A dispatch thread hands ready tasks to idle actors: higher ``priority`` first, then first submitted,
 then keyframes before windows before decodes. Noise is keyed by position, so which actor runs what,
 and in which order tasks finish, never changes the frames. A task whose actor dies is run again on a
-fresh actor.
+fresh actor, and so is every finished task whose result was held by that actor's node and is still
+needed (``redone_tasks`` counts them); nothing else is recomputed.
 """
 
 from __future__ import annotations
@@ -41,18 +42,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ObjectLostError, RayActorError
 
 from . import __version__
-from .actors import make_actor
-from .cache import cache_path, load_payload, task_key
+from .actors import make_actor, make_decoder
+from .cache import cache_path, load_payload, payload_nbytes, task_key
 from .encode import check_output_path, write_mp4
-from .plan import KeyframeTask, Plan, WindowTask, make_plan
+from .plan import Plan, make_plan
 from .presets import resolve_model
 from .request import ClipRequest, ClipSpec, resolve
-
-STAGES = ("keyframes", "windows", "decode", "encode")
-
 
 class JobCanceled(Exception):
     """The clip was canceled before it finished."""
@@ -90,6 +88,8 @@ class ClipResult:
     keyframes: int
     cached_tasks: int = 0
     preview: np.ndarray | None = None  # keyframe images (K, H, W, 3), when the clip has keyframes
+    redone_tasks: int = 0  # tasks run again because their result was lost with an actor or node
+    bytes_moved: int = 0  # task results passed between tasks and to the driver
 
     def summary(self) -> dict:
         """The JSON the CLI prints with ``--json``."""
@@ -104,42 +104,67 @@ class ClipResult:
             windows=self.windows,
             keyframes=self.keyframes,
             cached_tasks=self.cached_tasks,
+            redone_tasks=self.redone_tasks,
+            bytes_moved=self.bytes_moved,
             seed=self.spec.seed,
             model=self.spec.model,
         )
 
 
+MAX_ATTEMPTS = 3  # a task whose inputs are lost more often than this fails its clip
+TaskKey = tuple  # (kind, index): ("keyframes", i), ("preview", 0), ("window", i), ("decode", 0)
+
+
 @dataclass(eq=False)
 class ClipJob:
-    """A submitted clip: its plan, its progress, and a future for its `ClipResult`."""
+    """A submitted clip: its plan, its progress, and a future for its `ClipResult`.
+
+    Tasks are named by `TaskKey`; ``deps`` says which results each one consumes. A task is queued
+    when all its dependencies have results, and a result lost with its node is made again.
+    """
 
     id: str
     spec: ClipSpec
     plan: Plan
-    output: Path | None
+    output: Path | str | None
     priority: int
     seq: int
     on_progress: Callable[[Progress], None] | None
     keyframes_only: bool = False
     future: Future = field(default_factory=Future)
-    keys: dict = field(default_factory=dict)  # (kind, index) -> cache key
+    tasks: dict = field(default_factory=dict)  # TaskKey -> KeyframeTask | WindowTask | None
+    deps: dict = field(default_factory=dict)  # TaskKey -> tuple of TaskKeys it consumes
+    keys: dict = field(default_factory=dict)  # TaskKey -> cache key
+    refs: dict = field(default_factory=dict)  # TaskKey -> ObjectRef of its result
+    sizes: dict = field(default_factory=dict)  # TaskKey -> bytes of its result
+    producers: dict = field(default_factory=dict)  # TaskKey -> the actor holding its result (None: read from cache)
+    queued: set = field(default_factory=set)  # TaskKeys waiting for or running on an actor
+    lost: set = field(default_factory=set)  # TaskKeys whose result was lost and is being made again
+    attempts: dict = field(default_factory=dict)  # TaskKey -> times its inputs were lost
     preview: np.ndarray | None = None  # keyframe images (K, H, W, 3) once the preview task is done
     cached_tasks: int = 0
-    keyframe_refs: dict = field(default_factory=dict)  # KeyframeTask index -> ObjectRef of {pos: latent}
-    window_refs: dict = field(default_factory=dict)  # WindowTask index -> ObjectRef of latents
+    redone_tasks: int = 0
+    bytes_moved: int = 0
+    encoded: bool = False
     stage: str = "queued"
-    done: int = 0
     actor_seconds: float = 0.0
     submitted: float = field(default_factory=time.perf_counter)
     stage_seconds: dict = field(default_factory=dict)
     canceled: bool = False
 
     @property
+    def needed(self) -> list:
+        """The tasks this job runs, in plan order."""
+        keep = ("keyframes", "preview") if self.keyframes_only else ("keyframes", "preview", "window", "decode")
+        return [k for k in self.tasks if k[0] in keep]
+
+    @property
+    def done(self) -> int:
+        return sum(k in self.refs for k in self.needed) + int(self.encoded)
+
+    @property
     def total(self) -> int:
-        previews = 1 if self.plan.keyframe_tasks else 0
-        if self.keyframes_only:
-            return len(self.plan.keyframe_tasks) + previews
-        return self.plan.num_tasks + previews + 2  # + decode + encode
+        return len(self.needed) + (0 if self.keyframes_only else 1)  # + encode
 
     def result(self, timeout: float | None = None) -> ClipResult:
         """Wait for the clip; raises its error, or `JobCanceled`."""
@@ -153,12 +178,32 @@ class ClipJob:
         return Progress(self.id, self.stage, self.done, self.total)
 
 
+def task_graph(plan: Plan) -> tuple[dict, dict]:
+    """Every task of a plan and the tasks whose results it consumes."""
+    tasks, deps = {}, {}
+    for t in plan.keyframe_tasks:
+        tasks[("keyframes", t.index)] = t
+        deps[("keyframes", t.index)] = tuple(("keyframes", d) for d in t.depends_on)
+    if plan.keyframe_tasks:
+        tasks[("preview", 0)] = None
+        deps[("preview", 0)] = tuple(("keyframes", t.index) for t in plan.keyframe_tasks)
+    for w in plan.windows:
+        tasks[("window", w.index)] = w
+        deps[("window", w.index)] = tuple(("keyframes", d) for d in w.depends_on)
+    tasks[("decode", 0)] = None
+    deps[("decode", 0)] = tuple(("window", w.index) for w in plan.windows)
+    return tasks, deps
+
+
 @dataclass(order=True)
 class _Task:
     sort_key: tuple
     job: ClipJob = field(compare=False)
-    kind: str = field(compare=False)  # "keyframes" | "preview" | "window" | "decode"
-    task: KeyframeTask | WindowTask | None = field(compare=False, default=None)
+    key: TaskKey = field(compare=False)
+
+    @property
+    def kind(self) -> str:
+        return self.key[0]
 
 
 class Engine:
@@ -172,6 +217,9 @@ class Engine:
         cpus_per_worker: Ray CPUs each actor reserves.
         cache_dir: where task results are cached by content (None: no cache). On a cluster, a
             folder every node can reach.
+        decode_on: ``denoisers`` (blend and decode on the denoiser actors) or ``cpu`` (on
+            separate VAE-only actors that ask for no GPU).
+        decoders: how many VAE-only actors per model, with ``decode_on="cpu"``.
     """
 
     def __init__(
@@ -182,15 +230,21 @@ class Engine:
         threads_per_worker: int | None = None,
         cpus_per_worker: float = 1.0,
         cache_dir: str | os.PathLike | None = None,
+        decode_on: str = "denoisers",
+        decoders: int = 1,
     ):
         if workers < 1:
             raise ValueError(f"workers={workers}: must be at least 1")
         if not 0 < gpu_fraction <= 1:
             raise ValueError(f"gpu_fraction={gpu_fraction}: must be in (0, 1]")
+        if decode_on not in ("denoisers", "cpu"):
+            raise ValueError(f"decode_on={decode_on!r}: choose 'denoisers' or 'cpu'")
         self.workers = workers
         self.gpu_fraction = gpu_fraction
         self.cpus_per_worker = cpus_per_worker
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.decode_on = decode_on
+        self.decoders = decoders
         self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
         self.ray_start_seconds = 0.0
         self._owns_ray = False
@@ -200,11 +254,16 @@ class Engine:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=max(os.cpu_count() or 1, int(workers * cpus_per_worker + 0.999)), log_to_driver=False)
+                actors = workers + (decoders if decode_on == "cpu" else 0)
+                # address="local": always a new embedded Ray, never one a `ray start` left running.
+                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(actors * cpus_per_worker + 0.999)),
+                         log_to_driver=False)
                 self._owns_ray = True
             self.ray_start_seconds = time.perf_counter() - start
-        self._pools: dict[str, list] = {}  # model source -> idle actors
-        self._actors: dict[str, list] = {}  # model source -> all actors
+        self._idle: dict[tuple, list] = {}  # pool -> idle actors; a pool is ("denoise" | "decode", source)
+        self._actors: dict[tuple, list] = {}  # pool -> all its actors
+        self._gpu_dtype: dict[str, str] = {}  # source -> dtype name its denoisers use on GPUs
+        self._jobs: set[ClipJob] = set()  # submitted and not finished
         self._ready: list[_Task] = []
         self._inflight: dict = {}  # info ObjectRef -> (_Task, actor, payload ref)
         self._lock = threading.Condition()
@@ -228,7 +287,8 @@ class Engine:
 
         Args:
             request: a `ClipRequest` or a dict of its fields.
-            output: where to write the MP4 (and its ``.json`` sidecar); None keeps frames in memory only.
+            output: where to write the MP4 (and its ``.json`` sidecar): a local path or an fsspec
+                URL (``s3://...``, ``gs://...``); None keeps the frames in memory only.
             priority: higher runs first.
             on_progress: called from the dispatch thread with a `Progress` after every step.
             keyframes_only: run the keyframe stage alone (a one-window clip gets its first and
@@ -244,19 +304,17 @@ class Engine:
         plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, spec.latent_keyframe_every,
                          always_keyframes=keyframes_only)
         job = ClipJob(uuid.uuid4().hex[:12], spec, plan, out, priority, next(self._seq), on_progress, keyframes_only)
-        job.keys = self._task_keys(spec, plan)
+        job.tasks, job.deps = task_graph(plan)
+        job.keys = self._task_keys(job)
         with self._lock:
             if self._closed:
                 raise RuntimeError("engine is shut down")
-            self._ensure_pool(spec.model_source, model.gpu_dtype)
+            self._gpu_dtype[spec.model_source] = model.gpu_dtype
+            self._ensure_pools(spec.model_source)
+            self._jobs.add(job)
             job.stage = "keyframes" if plan.keyframe_tasks else "windows"
-            for t in plan.keyframe_tasks:
-                if not t.depends_on:
-                    self._push(job, "keyframes", t)
-            if not keyframes_only:
-                for w in plan.windows:
-                    if not w.depends_on:
-                        self._push(job, "window", w)
+            for key in job.needed:
+                self._maybe_push(job, key)
             self._lock.notify_all()
         return job
 
@@ -271,7 +329,7 @@ class Engine:
             yield pending[future]
 
     def actor_info(self) -> list[dict]:
-        """Each actor's device, threads and peak memory."""
+        """Each actor's role, node, device, threads and peak memory."""
         actors = [a for pool in self._actors.values() for a in pool]
         return ray.get([a.info.remote() for a in actors])
 
@@ -295,62 +353,118 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    # ---------------------------------------------------------------- scheduling
+    # ---------------------------------------------------------------- actors
 
-    def _ensure_pool(self, source: str, gpu_dtype: str) -> None:
-        if source not in self._actors:
-            actors = [self._new_actor(source, gpu_dtype) for _ in range(self.workers)]
-            self._actors[source] = actors
-            self._pools[source] = list(actors)
+    def _pool(self, job: ClipJob, kind: str) -> tuple:
+        role = "decode" if kind in ("preview", "decode") and self.decode_on == "cpu" else "denoise"
+        return (role, job.spec.model_source)
 
-    def _new_actor(self, source: str, gpu_dtype: str):
-        return make_actor(source, gpu_dtype, self.threads, self.gpu_fraction, self.cpus_per_worker)
+    def _ensure_pools(self, source: str) -> None:
+        pools = [("denoise", source)] + ([("decode", source)] if self.decode_on == "cpu" else [])
+        for pool in pools:
+            if pool not in self._actors:
+                count = self.workers if pool[0] == "denoise" else self.decoders
+                actors = [self._new_actor(pool) for _ in range(count)]
+                self._actors[pool] = actors
+                self._idle[pool] = list(actors)
+
+    def _new_actor(self, pool: tuple):
+        role, source = pool
+        if role == "decode":
+            return make_decoder(source, self.threads, self.cpus_per_worker)
+        return make_actor(source, self._gpu_dtype[source], self.threads, self.gpu_fraction, self.cpus_per_worker)
+
+    def _replace(self, actor) -> None:
+        """Swap a dead actor for a fresh one, and make again the results it held."""
+        for pool, actors in self._actors.items():
+            if actor in actors:
+                actors.remove(actor)
+                if actor in self._idle[pool]:
+                    self._idle[pool].remove(actor)
+                fresh = self._new_actor(pool)
+                actors.append(fresh)
+                self._idle[pool].append(fresh)
+        for job in list(self._jobs):
+            for key, producer in list(job.producers.items()):
+                if producer is actor and key in job.refs and self._still_needed(job, key):
+                    del job.refs[key], job.producers[key]
+                    job.lost.add(key)
+                    self._maybe_push(job, key)
 
     @staticmethod
-    def _task_keys(spec: ClipSpec, plan: Plan) -> dict:
-        """Cache keys of every task of a plan, each from its inputs and its dependencies' keys."""
+    def _still_needed(job: ClipJob, key: TaskKey) -> bool:
+        """A result matters while some task that consumes it has not finished."""
+        return any(key in deps and k not in job.refs for k, deps in job.deps.items() if k in job.needed)
+
+    def _dead_actors(self, timeout: float = 10.0) -> list:
+        """Actors that no longer answer; a busy actor answers late and counts as alive."""
+        actors = [a for pool in self._actors.values() for a in pool]
+        pings = {a.info.remote(): a for a in actors}
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout)
+        dead = []
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except RayActorError:
+                dead.append(pings[ref])
+        return dead
+
+    # ---------------------------------------------------------------- scheduling
+
+    def _task_keys(self, job: ClipJob) -> dict:
+        """Cache keys of every task, each from its inputs and its dependencies' keys."""
         keys = {}
-        for t in plan.keyframe_tasks:
-            deps = tuple(keys[("keyframes", d)] for d in t.depends_on)
-            keys[("keyframes", t.index)] = task_key(spec, "keyframes", dict(positions=t.positions, known=t.known), deps)
-        all_keyframes = tuple(keys[("keyframes", t.index)] for t in plan.keyframe_tasks)
-        keys[("preview", 0)] = task_key(spec, "preview", {}, all_keyframes)
-        for w in plan.windows:
-            deps = tuple(keys[("keyframes", d)] for d in w.depends_on)
-            keys[("window", w.index)] = task_key(spec, "window", dict(start=w.start, stop=w.stop, keyframes=w.keyframes), deps)
-        keys[("decode", 0)] = task_key(spec, "decode", {}, tuple(keys[("window", w.index)] for w in plan.windows))
+        for key, task in job.tasks.items():  # in plan order: dependencies come first
+            kind = key[0]
+            if kind == "keyframes":
+                params = dict(positions=task.positions, known=task.known)
+            elif kind == "window":
+                params = dict(start=task.start, stop=task.stop, keyframes=task.keyframes)
+            else:
+                params = {}
+            keys[key] = task_key(job.spec, kind, params, tuple(keys[d] for d in job.deps[key]))
         return keys
 
-    def _push(self, job: ClipJob, kind: str, task=None) -> None:
-        order = {"keyframes": 0, "preview": 1, "window": 2, "decode": 3}[kind]
-        index = task.index if task is not None else 0
-        self._ready.append(_Task((-job.priority, job.seq, order, index), job, kind, task))
-        self._ready.sort()
+    def _maybe_push(self, job: ClipJob, key: TaskKey) -> None:
+        """Queue a task if the job needs it, it has no result yet, and its inputs all exist."""
+        if key in job.refs or key in job.queued or key not in job.needed:
+            return
+        if all(d in job.refs for d in job.deps[key]):
+            order = {"keyframes": 0, "preview": 1, "window": 2, "decode": 3}[key[0]]
+            job.queued.add(key)
+            self._ready.append(_Task((-job.priority, job.seq, order, key[1]), job, key))
+            self._ready.sort()
 
     def _cache_file(self, item: _Task) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        index = item.task.index if item.task is not None else 0
-        return cache_path(self.cache_dir, item.job.keys[(item.kind, index)])
+        return None if self.cache_dir is None else cache_path(self.cache_dir, item.job.keys[item.key])
 
     def _launch(self, item: _Task, actor) -> None:
-        job, spec = item.job, item.job.spec
+        job, spec, key = item.job, item.job.spec, item.key
         cache = str(self._cache_file(item)) if self.cache_dir is not None else None
+        deps = [job.refs[d] for d in job.deps[key]]
+        job.bytes_moved += sum(job.sizes[d] for d in job.deps[key])
         if item.kind == "keyframes":
-            deps = [job.keyframe_refs[d] for d in item.task.depends_on]
-            info, payload = actor.keyframes.options(num_returns=2).remote(spec, item.task, cache, *deps)
+            call = actor.keyframes.options(num_returns=2).remote(spec, job.tasks[key], cache, *deps)
         elif item.kind == "window":
-            deps = [job.keyframe_refs[d] for d in item.task.depends_on]
-            info, payload = actor.window.options(num_returns=2).remote(spec, item.task, cache, *deps)
+            call = actor.window.options(num_returns=2).remote(spec, job.tasks[key], cache, *deps)
         elif item.kind == "preview":
-            deps = [job.keyframe_refs[t.index] for t in job.plan.keyframe_tasks]
-            info, payload = actor.preview.options(num_returns=2).remote(spec, cache, *deps)
+            call = actor.preview.options(num_returns=2).remote(spec, cache, *deps)
         else:
-            windows = [job.window_refs[w.index] for w in job.plan.windows]
-            info, payload = actor.decode.options(num_returns=2).remote(spec, job.plan, cache, *windows)
+            call = actor.decode.options(num_returns=2).remote(spec, job.plan, cache, *deps)
+        info, payload = call
         self._inflight[info] = (item, actor, payload)
 
     def _dispatch_loop(self) -> None:
+        try:
+            self._dispatch()
+        except BaseException as e:  # never leave callers waiting on a dead scheduler
+            with self._lock:
+                self._closed = True
+                for job in list(self._jobs):
+                    self._fail(job, RuntimeError(f"videogen scheduler stopped: {e!r}"))
+            raise
+
+    def _dispatch(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
@@ -365,14 +479,11 @@ class Engine:
                 with self._lock:
                     self._finish(ref)
         with self._lock:
-            for item in self._ready:
-                self._fail(item.job, JobCanceled("engine shut down"))
-            self._ready.clear()
-            for item, _, _ in self._inflight.values():
-                self._fail(item.job, JobCanceled("engine shut down"))
+            for job in list(self._jobs):
+                self._fail(job, JobCanceled("engine shut down"))
 
     def _assign(self) -> None:
-        """Give ready tasks to idle actors of their model, best first; drop canceled jobs' tasks.
+        """Give ready tasks to idle actors of their pool, best first; drop canceled jobs' tasks.
 
         A task whose result is in the cache completes at once, which can make others ready: pass
         again until a pass reads nothing from the cache.
@@ -387,80 +498,93 @@ class Engine:
                 if job.canceled or job.future.done():  # canceled, or failed in another task
                     self._fail(job, JobCanceled(f"job {job.id} canceled"))
                     continue
+                if not all(d in job.refs for d in job.deps[item.key]):
+                    # An input was lost since this task was queued; it is queued again once the
+                    # input is made again.
+                    job.queued.discard(item.key)
+                    continue
                 cached = self._cache_file(item)
                 if cached is not None and cached.exists():
                     job.cached_tasks += 1
-                    self._complete(item, ray.put(load_payload(cached)), 0.0)
+                    payload = load_payload(cached)
+                    self._complete(item, ray.put(payload), None, dict(seconds=0.0, bytes=payload_nbytes(payload)))
                     progressed = True
                     continue
-                pool = self._pools[job.spec.model_source]
-                if pool:
-                    self._launch(item, pool.pop(0))
+                idle = self._idle[self._pool(job, item.kind)]
+                if idle:
+                    self._launch(item, idle.pop(0))
                 else:
                     still_ready.append(item)
             self._ready = sorted(still_ready + self._ready)
 
     def _finish(self, ref) -> None:
         item, actor, payload = self._inflight.pop(ref)
-        job = item.job
-        source = job.spec.model_source
+        job, key = item.job, item.key
+        job.queued.discard(key)
         try:
             info = ray.get(ref)
-        except (ActorDiedError, ActorUnavailableError, RayActorError):
-            # The actor is gone: replace it and run the task again; the result will be the same.
-            self._actors[source].remove(actor)
-            replacement = self._new_actor(source, resolve_model(job.spec.model).gpu_dtype)
-            self._actors[source].append(replacement)
-            self._pools[source].append(replacement)
-            self._ready.append(item)
-            self._ready.sort()
+        except RayActorError:
+            # The actor is gone: replace it, make again what it held, and run this task again.
+            self._replace(actor)
+            self._maybe_push(job, key)
+            return
+        except ObjectLostError as e:
+            # An input was lost with its node: replace the actors that went with it, whose results
+            # are then made again; this task runs once its inputs exist again.
+            self._idle[self._pool(job, item.kind)].append(actor)
+            for gone in self._dead_actors():
+                self._replace(gone)
+            job.attempts[key] = job.attempts.get(key, 0) + 1
+            if job.attempts[key] > MAX_ATTEMPTS:
+                self._fail(job, RuntimeError(f"job {job.id}: task {key} lost its inputs {MAX_ATTEMPTS} times: {e}"))
+                return
+            self._maybe_push(job, key)
             return
         except Exception as e:  # the task itself failed: the clip fails with its error
-            self._pools[source].append(actor)
+            self._idle[self._pool(job, item.kind)].append(actor)
             self._fail(job, e)
             return
-        self._pools[source].append(actor)
+        self._idle[self._pool(job, item.kind)].append(actor)
         if job.canceled or job.future.done():
             self._fail(job, JobCanceled(f"job {job.id} canceled"))
             return
-        self._complete(item, payload, info["seconds"])
+        self._complete(item, payload, actor, info)
 
-    def _complete(self, item: _Task, payload, seconds: float) -> None:
+    def _complete(self, item: _Task, payload, actor, info: dict) -> None:
         """Record a finished (or cache-read) task and queue what it unblocks."""
-        job, plan = item.job, item.job.plan
-        job.actor_seconds += seconds
-        job.done += 1
-        if item.kind == "keyframes":
-            job.keyframe_refs[item.task.index] = payload
-            for t in plan.keyframe_tasks:
-                if item.task.index in t.depends_on and all(d in job.keyframe_refs for d in t.depends_on):
-                    self._push(job, "keyframes", t)
+        job, key, plan = item.job, item.key, item.job.plan
+        job.queued.discard(key)
+        job.refs[key], job.producers[key], job.sizes[key] = payload, actor, info["bytes"]
+        job.actor_seconds += info["seconds"]
+        if key in job.lost:
+            job.lost.discard(key)
+            job.redone_tasks += 1
+        if item.kind == "keyframes" and job.stage == "keyframes" and all(
+            ("keyframes", t.index) in job.refs for t in plan.keyframe_tasks
+        ):
             if not job.keyframes_only:
-                for w in plan.windows:
-                    if item.task.index in w.depends_on and all(d in job.keyframe_refs for d in w.depends_on):
-                        self._push(job, "window", w)
-            if len(job.keyframe_refs) == len(plan.keyframe_tasks):
-                self._push(job, "preview")
-                if not job.keyframes_only:
-                    self._enter_stage(job, "windows")
+                self._enter_stage(job, "windows")
         elif item.kind == "preview":
             job.preview = ray.get(payload)
+            job.bytes_moved += info["bytes"]
             if job.keyframes_only:
                 self._enter_stage(job, "done")
                 self._report(job)
-                job.future.set_result(self._result(job, job.preview))
+                self._succeed(job, job.preview)
                 return
             self._report(job, stage="preview")
-            return
-        elif item.kind == "window":
-            job.window_refs[item.task.index] = payload
-            if len(job.window_refs) == len(plan.windows):
+        elif item.kind == "window" and all(("window", w.index) in job.refs for w in plan.windows):
+            if job.stage != "decode":
                 self._enter_stage(job, "decode")
-                self._push(job, "decode")
-        else:
+        elif item.kind == "decode":
             self._enter_stage(job, "encode")
+            job.bytes_moved += info["bytes"]
             self._encoder.submit(self._encode, job, payload)
-        self._report(job)
+        for k, deps in job.deps.items():
+            if key in deps:
+                self._maybe_push(job, k)
+        if item.kind != "preview":
+            self._report(job)
 
     def _enter_stage(self, job: ClipJob, stage: str) -> None:
         job.stage_seconds[job.stage] = round(time.perf_counter() - job.submitted - sum(job.stage_seconds.values()), 4)
@@ -472,26 +596,31 @@ class Engine:
             if job.output is not None:
                 write_mp4(frames, job.output, job.spec.fps, self.metadata(job))
             with self._lock:
-                job.done += 1
+                job.encoded = True
                 self._enter_stage(job, "done")
                 self._report(job)
-            job.future.set_result(self._result(job, frames))
+                self._succeed(job, frames)
         except Exception as e:
-            self._fail(job, e)
+            with self._lock:
+                self._fail(job, e)
 
-    @staticmethod
-    def _result(job: ClipJob, frames: np.ndarray) -> ClipResult:
-        return ClipResult(
-            job.id,
-            job.spec,
-            frames,
-            job.output,
-            dict(job.stage_seconds),
-            job.actor_seconds,
-            0 if job.keyframes_only else len(job.plan.windows),
-            len(job.plan.keyframes),
-            job.cached_tasks,
-            job.preview,
+    def _succeed(self, job: ClipJob, frames: np.ndarray) -> None:
+        self._jobs.discard(job)
+        job.future.set_result(
+            ClipResult(
+                job.id,
+                job.spec,
+                frames,
+                job.output,
+                dict(job.stage_seconds),
+                job.actor_seconds,
+                0 if job.keyframes_only else len(job.plan.windows),
+                len(job.plan.keyframes),
+                job.cached_tasks,
+                job.preview,
+                job.redone_tasks,
+                job.bytes_moved,
+            )
         )
 
     @staticmethod
@@ -525,8 +654,8 @@ class Engine:
             except Exception:  # a broken progress callback must not stop the engine
                 pass
 
-    @staticmethod
-    def _fail(job: ClipJob, error: BaseException) -> None:
+    def _fail(self, job: ClipJob, error: BaseException) -> None:
+        self._jobs.discard(job)
         if not job.future.done():
             job.stage = "canceled" if isinstance(error, JobCanceled) else "failed"
             job.future.set_exception(error)

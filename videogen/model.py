@@ -19,6 +19,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from diffusers.video_processor import VideoProcessor
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from .text import BASIC_WORDS, build_word_tokenizer
@@ -169,6 +170,33 @@ def _cast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> N
                 torch.nn.Module.to(module, torch.float32)
 
 
+class WanVAE:
+    """Wan's VAE alone: what a decode actor needs (no transformer, no text encoder)."""
+
+    def __init__(self, vae: AutoencoderKLWan, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        # Float32: decoding is a small share of the time and bf16 bands colours.
+        self.vae = vae.eval().requires_grad_(False)
+        _cast(self.vae, self.device, torch.float32)
+        self.processor = VideoProcessor(vae_scale_factor=self.vae.config.scale_factor_spatial)
+
+    @classmethod
+    def load(cls, source: str, device: str = "cpu") -> "WanVAE":
+        if source.startswith("builtin:"):
+            return cls(load_components(source)["vae"], device)
+        return cls(AutoencoderKLWan.from_pretrained(source, subfolder="vae"), device)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, T, h, w) to float32 RGB frames in [0, 1], shape (B*F, H, W, 3)."""
+        cfg = self.vae.config
+        latents = latents.to(self.device, torch.float32)
+        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(latents)
+        std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latents)
+        video = self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0]  # as WanPipeline does
+        return np.concatenate(self.processor.postprocess_video(video, output_type="np"))
+
+
 class WanModel:
     """The Wan family behind `VideoModel`: text encoding, guided flow prediction, VAE decoding.
 
@@ -185,8 +213,7 @@ class WanModel:
             components[name].eval().requires_grad_(False)
         for name in modules:
             _cast(components[name], self.device, dtype)
-        # The VAE stays in float32: decoding is a small share of the time and bf16 bands colours.
-        _cast(components["vae"], self.device, torch.float32)
+        self.decoder = WanVAE(components["vae"], self.device)
         self.pipe = WanPipeline(**components)
         self.transformer = self.pipe.transformer
         self.transformer_2 = self.pipe.transformer_2
@@ -233,15 +260,9 @@ class WanModel:
             pred = uncond + guidance * (pred - uncond)
         return pred
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (1, C, T, h, w) to float32 RGB frames in [0, 1], shape (F, H, W, 3)."""
-        cfg = self.vae.config
-        latents = latents.to(self.device, torch.float32)
-        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(latents)
-        std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latents)
-        video = self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0]  # as WanPipeline does
-        return self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        return self.decoder.decode(latents)
 
 
 FAMILIES: dict[str, type] = {"wan": WanModel}  # presets name their family; a new family registers here
