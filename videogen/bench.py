@@ -206,6 +206,12 @@ def run_bench(args) -> int:
     say(f"\n4. Compute floor, the same clip on 1 actor: {flops / 1e9:.1f} GFLOP in the transformer, "
         f"matmul {rate / 1e9:.1f} GFLOP/s on 1 thread")
     say(f"   floor {floor:.3f} s of {times[1]:.3f} s measured: {100 * floor / times[1]:.0f}% of the time is counted matmul work")
+
+    # 5. The job service's own overhead: submit to first task with a free actor, and a queue drained.
+    from .service.bench import measure_service
+
+    say("\n5. Job service over HTTP on 127.0.0.1, 2 actors")
+    results["service"] = measure_service(request(clip_frames(2)), workers=2, jobs=10 if args.quick else 50, say=say)
     ray.shutdown()
     if args.json:
         print(json.dumps(results, indent=2))
