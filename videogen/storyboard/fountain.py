@@ -127,7 +127,7 @@ def load_fountain(path: Path, timing: Timing | None = None) -> Script:
 
     def add_dialogue(dialog: Dialog) -> None:
         who = speaker(str(dialog.character))
-        text = " ".join(str(line).strip() for parenthetical, line in dialog.blocks if not parenthetical).strip()
+        text = " ".join(" ".join(str(line).split()) for parenthetical, line in dialog.blocks if not parenthetical).strip()
         if not text:
             return
         scene = current_scene()
@@ -148,7 +148,7 @@ def load_fountain(path: Path, timing: Timing | None = None) -> Script:
             number = str(paragraph.scene_number) if paragraph.scene_number else None
             scenes.append(Scene(str(paragraph.line).strip(), number))
         elif isinstance(paragraph, Action) and not paragraph.centered:
-            text = " ".join(str(line).strip() for line in paragraph.lines if str(line).strip())
+            text = " ".join(" ".join(str(line).split()) for line in paragraph.lines).strip()
             if not text:
                 continue
             if len(paragraph.lines) == 1 and FADE_RE.match(text):
