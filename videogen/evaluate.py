@@ -156,7 +156,9 @@ def seam_frames(frames: int, window: int, overlap: int) -> list[list[int]]:
                          overlap // VAE_TEMPORAL)
     seams = []
     for (_, stop), (start, _) in zip(spans, spans[1:]):
-        first = max(0, VAE_TEMPORAL * start - VAE_TEMPORAL)  # the pixel frame before the overlap's first latent frame
+        # The overlap is pixel frames 4 * start - 3 .. 4 * (stop - 1): transitions 4 * start - 4 (into
+        # it) to 4 * (stop - 1) (out of it), and one more either side.
+        first = max(0, VAE_TEMPORAL * start - VAE_TEMPORAL - 1)
         last = min(frames - 2, VAE_TEMPORAL * (stop - 1) + 1)
         seams.append(list(range(first, max(first, last) + 1)))
     return seams
