@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from videogen.encode import read_mp4
@@ -85,3 +86,36 @@ def test_help_reads_well():
     assert r.returncode == 0
     for flag in ("--frames", "--seconds", "--window", "--overlap", "--keyframe-every", "--blend", "--workers", "--address", "--json"):
         assert flag in r.stdout
+
+
+def test_a_killed_driver_resumes_from_the_cache(tmp_path):
+    """The driver's process is lost mid-clip; the same command again reads back the finished tasks."""
+    import signal
+    import time
+
+    common = ["a red circle moving right", "--frames", "81", "--width", "32", "--height", "32",
+              "--steps", "60", "--workers", "2", "--json"]
+    reference = videogen("generate", *common, "-o", str(tmp_path / "reference.mp4"))
+    assert reference.returncode == 0, reference.stderr
+
+    cache = tmp_path / "cache"
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.Popen([sys.executable, "-m", "videogen.cli", "generate", *common, "--cache", str(cache),
+                              "-o", str(tmp_path / "out.mp4")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    deadline = time.time() + 240
+    while len(list(cache.rglob("*.npz"))) < 3 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+    first.wait()
+    finished = len(list(cache.rglob("*.npz")))
+    assert 3 <= finished < 2 + 1 + 5 + 1, "killed mid-clip"
+    assert not (tmp_path / "out.mp4").exists()
+
+    again = videogen("generate", *common, "--cache", str(cache), "-o", str(tmp_path / "out.mp4"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["cached_tasks"] >= finished
+    ours, _ = read_mp4(tmp_path / "out.mp4")
+    theirs, _ = read_mp4(tmp_path / "reference.mp4")
+    assert np.array_equal(ours, theirs)

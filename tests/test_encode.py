@@ -59,3 +59,21 @@ def test_unwritable_outputs_are_refused(tmp_path, name, fragment):
     with pytest.raises(RequestError, match=fragment) as info:
         check_output_path(tmp_path / name)
     assert info.value.field == "output"
+
+
+def test_a_url_output_is_uploaded_whole_with_its_sidecar():
+    import fsspec
+
+    url = "memory://bucket/clips/clip.mp4"
+    assert check_output_path(url) == url
+    write_mp4(gradient_frames(n=7), url, fps=8, metadata={"prompt": "to the bucket"})
+    fs = fsspec.filesystem("memory")
+    assert json.loads(fs.cat("/bucket/clips/clip.json")) == {"prompt": "to the bucket"}
+    local = fs.cat("/bucket/clips/clip.mp4")
+    assert local[4:8] == b"ftyp" and len(local) > 500
+
+
+@pytest.mark.parametrize("url,fragment", [("nosuchfs://b/x.mp4", "no filesystem for nosuchfs://"), ("memory://b/x.avi", "must end in .mp4")])
+def test_bad_urls_are_refused(url, fragment):
+    with pytest.raises(RequestError, match=fragment):
+        check_output_path(url)

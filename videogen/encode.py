@@ -14,13 +14,32 @@ import numpy as np
 from .errors import RequestError
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
+def is_url(path) -> bool:
+    """A shared-storage URL (``s3://``, ``gs://``, ``memory://``...) rather than a local path."""
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def check_output_path(path: str | os.PathLike) -> Path | str:
     """Fail before any work if ``path`` cannot be written; creates nothing.
+
+    A URL is checked for its ending and for a filesystem that fsspec knows (its credentials are
+    the filesystem's business); a local path for a writable folder.
 
     Raises:
         RequestError: naming ``output`` and the path.
     """
-    p = Path(path)
+    if is_url(path):
+        import fsspec
+
+        protocol = path.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ValueError, ImportError) as e:
+            raise RequestError("output", path, f"no filesystem for {protocol}:// ({e})") from None
+        if not path.lower().endswith(".mp4"):
+            raise RequestError("output", path, "must end in .mp4")
+        return path
+    p = Path(str(path).removeprefix("file://"))
     if p.suffix.lower() != ".mp4":
         raise RequestError("output", str(path), "must end in .mp4")
     if p.is_dir():
@@ -48,7 +67,9 @@ def atomic_path(path: Path, suffix: str):
             os.unlink(tmp)
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
+def sidecar_path(path: str | os.PathLike) -> Path | str:
+    if is_url(path):
+        return str(path)[: -len(".mp4")] + ".json"
     return Path(path).with_suffix(".json")
 
 
@@ -57,14 +78,24 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: d
 
     Nothing appears at ``path`` until the file is complete. ``metadata`` is stored in the file
     (the prompt as ``title``, the rest as JSON in ``comment``) and in ``<path>.json`` beside it.
+    A URL is written locally first and then uploaded whole with fsspec.
 
     Args:
         frames: uint8 array (F, H, W, 3), RGB; H and W must be even (yuv420p).
-        path: output ``.mp4`` path.
+        path: output ``.mp4`` path, or an fsspec URL.
         fps: frames per second.
         metadata: JSON-serialisable facts about the clip (prompt, seed, model, version...).
     """
-    path = Path(path)
+    if is_url(path):
+        import fsspec
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = write_mp4(frames, Path(tmp) / "clip.mp4", fps, metadata)
+            fs, remote = fsspec.core.url_to_fs(str(path))
+            fs.put_file(str(sidecar_path(local)), remote[: -len(".mp4")] + ".json")
+            fs.put_file(str(local), remote)  # the video last: its presence means both are there
+        return path
+    path = Path(str(path).removeprefix("file://"))
     f, h, w, c = frames.shape
     if c != 3 or h % 2 or w % 2 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3) with even H and W, got {frames.dtype} {frames.shape}")
