@@ -26,6 +26,7 @@ from videogen.policy import Blocklist, PromptPolicy
 from videogen.service.app import Service, ServiceConfig, create_app
 from videogen.service.client import ApiClientError, JobClient
 from videogen.service.queue import next_jobs, queue_order
+from videogen.service.runner import RunnerConfig
 from videogen.service.store import JobRecord, JobStore
 
 # 33 pixel frames = 9 latent frames: keyframes at latent 0, 4, 8 and two windows.
@@ -82,8 +83,8 @@ class Served:
 def served(ray_local, tmp_path_factory):
     data = tmp_path_factory.mktemp("service")
     (data / "tokens.txt").write_text(TOKENS)
-    service = Service(ServiceConfig(data_dir=data, tokens_file=data / "tokens.txt", workers=2, max_body=8192,
-                                    webhook_backoff=0.05, per_client=4))
+    service = Service(ServiceConfig(data_dir=data, tokens_file=data / "tokens.txt", max_body=8192,
+                                    runner=RunnerConfig(workers=2, per_client=4, webhook_backoff=0.05)))
     s = Served(service)
     yield s
     s.stop()
@@ -128,8 +129,8 @@ def test_happy_path_to_an_mp4_with_range_and_a_preview_strip(served):
     assert headers["content-range"] == f"bytes 100-299/{len(mp4)}"
 
     status, headers, png = served.call("GET", done["preview_url"])
+    assert status == 200 and headers["content-type"] == "image/png", (status, png[:300])
     strip = np.asarray(Image.open(io.BytesIO(png)))
-    assert status == 200 and headers["content-type"] == "image/png"
     assert strip.shape == (32, 3 * 32, 3), "three keyframes side by side"
 
     listed = client.jobs(status="succeeded")["jobs"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,7 +73,8 @@ class ServiceConfig:
         max_body: largest request body, bytes.
         max_queued: queued jobs beyond which submits get 429.
         retry_after: seconds a 429 asks the client to wait.
-        workers, slots, per_client, address, gpu_fraction: see `RunnerConfig`.
+        runner: how jobs use the cluster (actors, slots, the per-client cap): a `RunnerConfig`.
+        start_runner: False accepts jobs but runs none (no engine, no Ray): for checking the API alone.
     """
 
     data_dir: Path
@@ -84,13 +84,8 @@ class ServiceConfig:
     max_body: int = 64 * 1024
     max_queued: int = 1000
     retry_after: int = 10
-    workers: int = 1
-    slots: int | None = None
-    per_client: int = 4
-    address: str | None = None
-    gpu_fraction: float = 1.0
-    webhook_backoff: float = 1.0
-    start_runner: bool = field(default=True, repr=False)  # False: accept jobs but run none (tests of the queue cap)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    start_runner: bool = True
 
 
 def read_tokens(path: str | os.PathLike) -> dict[str, str]:
@@ -121,9 +116,7 @@ class Service:
         self.tokens = read_tokens(config.tokens_file)
         self.policy = PromptPolicy.load(config.blocklist)
         self.store = JobStore(config.db or Path(config.data_dir) / "jobs.db")
-        self.runner = Runner(self.store, RunnerConfig(
-            data_dir=Path(config.data_dir), workers=config.workers, slots=config.slots, per_client=config.per_client,
-            address=config.address, gpu_fraction=config.gpu_fraction, webhook_backoff=config.webhook_backoff))
+        self.runner = Runner(self.store, Path(config.data_dir), config.runner)
         if config.start_runner:
             self.runner.start()
 
@@ -311,5 +304,4 @@ def create_app(service: Service) -> FastAPI:
         return FileResponse(job.preview, media_type="image/png")
 
     app.add_middleware(BodyLimit, limit=config.max_body)
-    app.state.started = time.time()
     return app

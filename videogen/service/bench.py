@@ -23,6 +23,7 @@ import uvicorn
 
 from .app import Service, ServiceConfig, create_app
 from .client import JobClient
+from .runner import RunnerConfig
 
 TOKEN = "bench-token"
 
@@ -52,8 +53,8 @@ def measure_service(request: dict, workers: int = 2, jobs: int = 50, latency_run
     """
     data = Path(tempfile.mkdtemp(prefix="videogen-bench-service-"))
     (data / "tokens.txt").write_text(f"{TOKEN} bench\n")
-    service = Service(ServiceConfig(data_dir=data, tokens_file=data / "tokens.txt", workers=workers,
-                                    per_client=jobs, max_queued=jobs + latency_runs + 10))
+    service = Service(ServiceConfig(data_dir=data, tokens_file=data / "tokens.txt", max_queued=jobs + latency_runs + 10,
+                                    runner=RunnerConfig(workers=workers, per_client=jobs)))
     engine = service.runner.engine
     first_launch: dict[str, float] = {}  # engine job id -> perf_counter of its first task launch
     launch = engine._launch

@@ -16,8 +16,9 @@ EXIT_FAILED = 1  # the server could not be reached, or the job failed
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import ServiceConfig
+    from .app import ServiceConfig, read_tokens
     from .deploy import run_service
+    from .runner import RunnerConfig
 
     tokens = args.tokens or os.environ.get("VIDEOGEN_TOKENS_FILE")
     if not tokens:
@@ -30,13 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db=Path(args.db).resolve() if args.db else None,
         blocklist=Path(args.blocklist).resolve() if args.blocklist else None,
         max_queued=args.max_queued,
-        per_client=args.per_client,
-        workers=args.workers,
-        address=args.address,
-        gpu_fraction=args.gpu_fraction,
+        runner=RunnerConfig(workers=args.workers, per_client=args.per_client, address=args.address,
+                            gpu_fraction=args.gpu_fraction),
     )
-    from .app import read_tokens
-
     read_tokens(config.tokens_file)  # fail here, not in the replica, on an empty or missing file
     run_service(config, args.host, args.port)
     return 0

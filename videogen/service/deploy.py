@@ -33,7 +33,7 @@ class JobService:
 
 
 def run_service(config: ServiceConfig, host: str, port: int) -> None:
-    """Start Ray (or join ``config.address``), deploy the app on ``host:port`` and serve until SIGINT or SIGTERM.
+    """Start Ray (or join ``config.runner.address``), deploy the app on ``host:port`` and serve until SIGINT or SIGTERM.
 
     Args:
         config: the service's settings; paths should be absolute (the replica is another process).
@@ -43,11 +43,11 @@ def run_service(config: ServiceConfig, host: str, port: int) -> None:
     import ray
 
     if not ray.is_initialized():
-        if config.address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=config.address, log_to_driver=False)
+        if config.runner.address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=config.runner.address, log_to_driver=False)
         else:
             # "local": a Ray of its own, even where another Ray runs on this machine.
-            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, config.workers), include_dashboard=False,
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, config.runner.workers), include_dashboard=False,
                      log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(JobService.bind(config), name=APP_NAME, route_prefix="/", blocking=False)

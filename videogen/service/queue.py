@@ -13,15 +13,21 @@ from .store import JobRecord
 
 
 def queue_order(queued: list[JobRecord], running: list[JobRecord]) -> list[JobRecord]:
-    """Queued jobs in the order they would start if every slot opened now, one at a time."""
+    """Queued jobs in the order they would start if every slot opened now, one at a time.
+
+    Within a priority, a client's k-th waiting job sorts as if the client had ``running + k`` jobs
+    going: the same order as picking, one job at a time, the client with the fewest jobs running.
+    """
     busy = Counter(j.client for j in running)
-    pending = sorted(queued, key=lambda j: (-j.priority, j.seq))
     order = []
-    while pending:
-        best = min(pending, key=lambda j: (-j.priority, busy[j.client], j.seq))
-        order.append(best)
-        pending.remove(best)
-        busy[best.client] += 1
+    for priority in sorted({j.priority for j in queued}, reverse=True):
+        ahead = Counter()
+        keyed = []
+        for job in sorted((j for j in queued if j.priority == priority), key=lambda j: j.seq):
+            keyed.append((busy[job.client] + ahead[job.client], job.seq, job))
+            ahead[job.client] += 1
+        order += [job for _, _, job in sorted(keyed, key=lambda t: t[:2])]
+        busy.update(ahead)
     return order
 
 

@@ -36,7 +36,6 @@ class RunnerConfig:
     """How the runner uses the cluster.
 
     Args:
-        data_dir: videos, previews and the task cache go under it.
         workers: denoiser actors in the shared pool.
         slots: jobs in the engine at once (default: twice the actors).
         per_client: the most jobs one client may have running.
@@ -45,7 +44,6 @@ class RunnerConfig:
         webhook_backoff: seconds before the first webhook retry; doubles each retry.
     """
 
-    data_dir: Path
     workers: int = 1
     slots: int | None = None
     per_client: int = 4
@@ -65,14 +63,16 @@ class Runner:
 
     Args:
         store: the job store.
+        data_dir: videos, previews and the task cache go under it.
         config: a `RunnerConfig`.
     """
 
-    def __init__(self, store: JobStore, config: RunnerConfig):
+    def __init__(self, store: JobStore, data_dir: Path, config: RunnerConfig):
         self.store = store
         self.config = config
-        self.videos = Path(config.data_dir) / "videos"
-        self.previews = Path(config.data_dir) / "previews"
+        self.cache = Path(data_dir) / "cache"
+        self.videos = Path(data_dir) / "videos"
+        self.previews = Path(data_dir) / "previews"
         self.videos.mkdir(parents=True, exist_ok=True)
         self.previews.mkdir(parents=True, exist_ok=True)
         self.slots = config.slots or 2 * config.workers
@@ -90,7 +90,7 @@ class Runner:
 
         self.store.requeue_running()
         self.engine = Engine(workers=self.config.workers, address=self.config.address,
-                             gpu_fraction=self.config.gpu_fraction, cache_dir=Path(self.config.data_dir) / "cache")
+                             gpu_fraction=self.config.gpu_fraction, cache_dir=self.cache)
         self._thread.start()
         return self
 
@@ -101,11 +101,13 @@ class Runner:
             self._lock.notify_all()
 
     def cancel(self, job_id: str) -> None:
-        """Stop a running job in the engine (the store already says canceled)."""
+        """Stop a job the store already says is canceled: in the engine if it runs there, else call its webhook now."""
         with self._lock:
             clip = self._active.get(job_id)
         if clip is not None:
-            clip.cancel()
+            clip.cancel()  # the engine fails the clip with JobCanceled; `_done` calls the webhook
+        else:
+            self._notify(job_id)
         self.wake()
 
     def stop(self) -> None:
@@ -193,6 +195,9 @@ class Runner:
             self._active.pop(job_id, None)
             self._woken = True
             self._lock.notify_all()
+        self._notify(job_id)
+
+    def _notify(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job.webhook_url:
             self._webhooks.submit(self._call_webhook, job)
