@@ -99,6 +99,14 @@ def test_dry_run_prints_the_matrix_and_the_cost(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_clip_flags_replace_the_specs_clip_settings(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    batch = load_spec(spec, {"steps": 3, "seconds": 2})
+    assert {(s.steps, s.frames) for s in batch.specs.values()} == {(3, 16)}
+    assert main(["batch", str(spec), "-o", str(tmp_path / "out"), "--dry-run", "--width", "64"]) == 2
+    assert "width=64: is set by the spec" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ formats
 
 
