@@ -88,3 +88,18 @@ def test_two_stage_wan22_folder_equals_wan_pipeline(tmp_path):
     assert np.abs(ours - ref).max() <= 1e-4
     one_stage = Denoiser("builtin:tiny-random").window(spec, WindowTask(0, 0, spec.latent_frames), {})["latents"]
     assert np.abs(d.window(spec, WindowTask(0, 0, spec.latent_frames), {})["latents"] - one_stage).max() > 1e-3
+
+
+def test_decoding_in_chunks_equals_one_decode_of_the_whole_clip(tiny):
+    from videogen.denoise import to_uint8
+    from videogen.stitch import blend
+
+    spec = resolve({"prompt": "a purple square moving up", "frames": 75, **SMALL})  # 19 latent frames, trimmed 77 -> 75
+    plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, 0)
+    rng = np.random.default_rng(0)
+    windows = {w.index: rng.standard_normal((16, w.length, 2, 2)).astype(np.float32) for w in plan.windows}
+    pieces = [tiny.decoder.decode_chunk(spec, plan, "clip", c, windows)["frames"] for c in range(len(plan.decode_chunks))]
+    whole = tiny.model.decode(torch.from_numpy(blend(plan, [windows[i] for i in sorted(windows)], spec.blend))[None])
+    assert len(pieces) == len(plan.windows) > 3
+    assert np.array_equal(np.concatenate(pieces), to_uint8(whole[:75]))
+    assert tiny.decoder._streams == {}, "the causal cache is dropped after the last chunk"

@@ -57,7 +57,7 @@ def test_progress_reaches_every_stage_in_order(engines):
     seen = [s for s in order if s in stages]
     assert seen == [s for s in order if s in seen] and len(seen) >= 4
     assert [e.done for e in events] == sorted(e.done for e in events)
-    assert events[-1].total == 1 + 1 + 2 + 2  # 1 keyframe task, its preview, 2 windows, decode, encode
+    assert events[-1].total == 1 + 1 + 2 + 2 + 1  # keyframe task, preview, 2 windows, 2 decode chunks, encode
     assert set(result.stage_seconds) >= {"windows", "decode", "encode"}
 
 
@@ -145,10 +145,10 @@ def test_cache_reads_back_identical_work_and_redoes_only_what_changed(ray_local,
         first = engine.generate(CLIP)
         assert first.cached_tasks == 0
         again = engine.generate(CLIP, output=tmp_path / "again.mp4")
-        assert again.cached_tasks == 1 + 1 + 2 + 1  # keyframes, preview, 2 windows, decode
+        assert again.cached_tasks == 1 + 1 + 2 + 2  # keyframes, preview, 2 windows, 2 decode chunks
         assert np.array_equal(again.frames, first.frames) and again.actor_seconds == 0
         assert (tmp_path / "again.mp4").exists()
         reblended = engine.generate(dict(CLIP, blend="linear"))
-        assert reblended.cached_tasks == 1 + 1 + 2, "a new blend redoes only the decode"
+        assert reblended.cached_tasks == 1 + 1 + 2, "a new blend redoes only the decode chunks"
         other_seed = engine.generate(dict(CLIP, seed=12))
         assert other_seed.cached_tasks == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from videogen.plan import make_plan
-from videogen.stitch import BLEND_METHODS, blend, window_weights
+from videogen.stitch import BLEND_METHODS, blend, blend_range, window_weights
 
 
 @pytest.mark.parametrize("method", BLEND_METHODS)
@@ -51,3 +51,19 @@ def test_blend_of_different_windows_lies_between_them():
 def test_unknown_method_names_the_value():
     with pytest.raises(ValueError, match="blend='sharp'"):
         window_weights(make_plan(9, 5, 1, 0), "sharp")
+
+
+@pytest.mark.parametrize("frames,window,overlap", [(22, 5, 2), (9, 5, 1), (4, 5, 1), (30, 8, 3)])
+def test_decode_chunks_cover_the_clip_in_order_and_blend_piecewise_like_whole(frames, window, overlap):
+    plan = make_plan(frames, window, overlap, 0)
+    chunks = plan.decode_chunks
+    assert len(chunks) == len(plan.windows) and chunks[0][0] == 0 and chunks[-1][1] == frames
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(chunks, chunks[1:]))
+    for c, (start, stop) in enumerate(chunks):
+        # Chunk c is final once windows 0..c are done.
+        assert max(plan.windows_touching(start, stop)) == c
+    rng = np.random.default_rng(1)
+    windows = [rng.standard_normal((2, w.length, 2, 2)).astype(np.float32) for w in plan.windows]
+    whole = blend(plan, windows, "cosine")
+    pieces = np.concatenate([blend_range(plan, dict(enumerate(windows)), "cosine", a, b) for a, b in chunks], axis=1)
+    np.testing.assert_array_equal(pieces, whole)

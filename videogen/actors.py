@@ -58,8 +58,9 @@ class _Worker:
     def preview(self, spec, cache, *keyframe_chunks):
         return self._reply(self.decoder.preview(spec, _merge(keyframe_chunks)), "frames", cache)
 
-    def decode(self, spec, plan, cache, *windows):
-        return self._reply(self.decoder.decode(spec, plan, list(windows)), "frames", cache)
+    def decode_chunk(self, spec, plan, clip, chunk, indices, cache, *windows):
+        out = self.decoder.decode_chunk(spec, plan, clip, chunk, dict(zip(indices, windows)))
+        return self._reply(out, "frames", cache)
 
 
 class DenoiserWorker(_Worker):

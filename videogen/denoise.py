@@ -23,7 +23,7 @@ import torch
 from .model import VideoModel, WanVAE, load_model
 from .plan import KeyframeTask, Plan, WindowTask
 from .request import ClipSpec
-from .stitch import blend
+from .stitch import blend_range
 
 WINDOW_STREAM = 0
 KEYFRAME_STREAM = 1
@@ -122,22 +122,22 @@ class Denoiser:
         latents = self.sample(spec, range(task.start, task.stop), WINDOW_STREAM, {p: keyframes[p] for p in task.keyframes})
         return {"latents": latents, "seconds": time.perf_counter() - start}
 
-    def preview(self, spec: ClipSpec, keyframes: dict[int, np.ndarray]) -> dict:
-        return self.decoder.preview(spec, keyframes)
-
-    def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
-        return self.decoder.decode(spec, plan, windows)
 
 
 class Decoder:
     """Blends windows and decodes latents to frames: on a denoiser actor, or alone on a CPU actor.
 
+    A clip is decoded in chunks (`Plan.decode_chunks`), in order, each as soon as the windows
+    covering it are done; the VAE's causal cache is kept here between a clip's chunks, so the
+    pieces are exactly one decode of the whole clip.
+
     Args:
-        vae: a decoder with ``decode(latents (B, C, T, h, w)) -> float frames (B*F, H, W, 3)``.
+        vae: a `WanVAE` (``decode``, ``new_stream``, ``decode_stream``).
     """
 
     def __init__(self, vae: WanVAE):
         self.vae = vae
+        self._streams: dict[str, list] = {}  # clip id -> causal cache after its last chunk
 
     @classmethod
     def load(cls, source: str, device: str = "cpu") -> "Decoder":
@@ -151,12 +151,29 @@ class Decoder:
         images = np.concatenate([self.vae.decode(latents[i : i + 1]) for i in range(len(positions))])
         return {"frames": to_uint8(images), "seconds": time.perf_counter() - start}
 
-    def decode(self, spec: ClipSpec, plan: Plan, windows: list[np.ndarray]) -> dict:
-        """Blend the windows and decode the clip; returns ``{"frames": uint8 (F, H, W, 3), "seconds": s}``."""
-        start = time.perf_counter()
-        latents = blend(plan, windows, spec.blend)
-        video = self.vae.decode(torch.from_numpy(latents)[None])[: spec.frames]  # trim 4k+1 to what was asked
-        return {"frames": to_uint8(video), "seconds": time.perf_counter() - start}
+    def decode_chunk(self, spec: ClipSpec, plan: Plan, clip: str, chunk: int, windows: dict[int, np.ndarray]) -> dict:
+        """Blend and decode one chunk of a clip; chunks of a clip must come in order, to one decoder.
+
+        Args:
+            clip: an id for the clip (its causal cache is kept under it until the last chunk).
+            chunk: index into ``plan.decode_chunks``.
+            windows: window index -> latents, for the windows touching the chunk.
+        Returns:
+            ``{"frames": uint8 (n, H, W, 3), "seconds": s}``: this chunk's pixel frames, the clip's
+            4k+1 frames trimmed to the ``spec.frames`` asked for.
+        """
+        start_time = time.perf_counter()
+        start, stop = plan.decode_chunks[chunk]
+        if chunk == 0:
+            self._streams[clip] = self.vae.new_stream()
+        latents = blend_range(plan, windows, spec.blend, start, stop)
+        video = self.vae.decode_stream(torch.from_numpy(latents)[None], self._streams[clip], first=chunk == 0)
+        if chunk == len(plan.decode_chunks) - 1:
+            del self._streams[clip]
+        t = spec.vae_scale_temporal
+        first_pixel = 0 if start == 0 else t * start - (t - 1)  # the first latent frame is one pixel frame
+        video = video[: max(0, spec.frames - first_pixel)]
+        return {"frames": to_uint8(video), "seconds": time.perf_counter() - start_time}
 
 
 def to_uint8(video: np.ndarray) -> np.ndarray:

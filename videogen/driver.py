@@ -15,7 +15,10 @@ For each clip, in order:
    exist, so windows of one clip (and of many clips) run in parallel on every free actor.
 3. When a clip's keyframes are done, a preview task decodes them to images (``job.preview``), so
    boards and previews appear long before the clip.
-4. When all windows are done, one decode task blends them in latent space and decodes to frames.
+4. Decode tasks blend the windows in latent space and decode them to frames, one chunk per
+   window, in order, each as soon as the windows it needs are done (so decoding follows the
+   windows rather than waiting for the last one); a clip's chunks go to one actor, which keeps the
+   VAE's causal cache between them, so the pieces equal one decode of the whole clip.
 5. The frames are encoded to MP4 beside the driver (in a thread, so scheduling goes on).
 
 With a ``cache_dir``, every task's result is stored under a key made from what it depends on
@@ -112,7 +115,7 @@ class ClipResult:
 
 
 MAX_ATTEMPTS = 3  # a task whose inputs are lost more often than this fails its clip
-TaskKey = tuple  # (kind, index): ("keyframes", i), ("preview", 0), ("window", i), ("decode", 0)
+TaskKey = tuple  # (kind, index): ("keyframes", i), ("preview", 0), ("window", i), ("decode", chunk)
 
 
 @dataclass(eq=False)
@@ -190,8 +193,10 @@ def task_graph(plan: Plan) -> tuple[dict, dict]:
     for w in plan.windows:
         tasks[("window", w.index)] = w
         deps[("window", w.index)] = tuple(("keyframes", d) for d in w.depends_on)
-    tasks[("decode", 0)] = None
-    deps[("decode", 0)] = tuple(("window", w.index) for w in plan.windows)
+    for c, (start, stop) in enumerate(plan.decode_chunks):
+        tasks[("decode", c)] = (start, stop)
+        previous = (("decode", c - 1),) if c else ()
+        deps[("decode", c)] = tuple(("window", w) for w in plan.windows_touching(start, stop)) + previous
     return tasks, deps
 
 
@@ -393,7 +398,9 @@ class Engine:
 
     @staticmethod
     def _still_needed(job: ClipJob, key: TaskKey) -> bool:
-        """A result matters while some task that consumes it has not finished."""
+        """A result matters while some task that consumes it has not finished (decoded frames: until encoded)."""
+        if key[0] == "decode":
+            return not job.encoded
         return any(key in deps and k not in job.refs for k, deps in job.deps.items() if k in job.needed)
 
     def _dead_actors(self, timeout: float = 10.0) -> list:
@@ -420,6 +427,8 @@ class Engine:
                 params = dict(positions=task.positions, known=task.known)
             elif kind == "window":
                 params = dict(start=task.start, stop=task.stop, keyframes=task.keyframes)
+            elif kind == "decode":
+                params = dict(chunk=key[1], span=task)
             else:
                 params = {}
             keys[key] = task_key(job.spec, kind, params, tuple(keys[d] for d in job.deps[key]))
@@ -442,7 +451,7 @@ class Engine:
         job, spec, key = item.job, item.job.spec, item.key
         cache = str(self._cache_file(item)) if self.cache_dir is not None else None
         deps = [job.refs[d] for d in job.deps[key]]
-        job.bytes_moved += sum(job.sizes[d] for d in job.deps[key])
+        job.bytes_moved += sum(job.sizes[d] for d in job.deps[key] if d[0] != "decode")  # chunk order, not data
         if item.kind == "keyframes":
             call = actor.keyframes.options(num_returns=2).remote(spec, job.tasks[key], cache, *deps)
         elif item.kind == "window":
@@ -450,7 +459,10 @@ class Engine:
         elif item.kind == "preview":
             call = actor.preview.options(num_returns=2).remote(spec, cache, *deps)
         else:
-            call = actor.decode.options(num_returns=2).remote(spec, job.plan, cache, *deps)
+            windows = [d[1] for d in job.deps[key] if d[0] == "window"]
+            call = actor.decode_chunk.options(num_returns=2).remote(
+                spec, job.plan, job.id, key[1], windows, cache, *deps[: len(windows)]
+            )
         info, payload = call
         self._inflight[info] = (item, actor, payload)
 
@@ -504,18 +516,37 @@ class Engine:
                     job.queued.discard(item.key)
                     continue
                 cached = self._cache_file(item)
-                if cached is not None and cached.exists():
+                if cached is not None and cached.exists() and self._readable(item):
                     job.cached_tasks += 1
                     payload = load_payload(cached)
                     self._complete(item, ray.put(payload), None, dict(seconds=0.0, bytes=payload_nbytes(payload)))
                     progressed = True
                     continue
                 idle = self._idle[self._pool(job, item.kind)]
-                if idle:
-                    self._launch(item, idle.pop(0))
+                actor = self._pick(item, idle)
+                if actor is not None:
+                    idle.remove(actor)
+                    self._launch(item, actor)
                 else:
                     still_ready.append(item)
             self._ready = sorted(still_ready + self._ready)
+
+    def _readable(self, item: _Task) -> bool:
+        """Whether a cached result may be used. A clip's decode chunks share the VAE's causal cache,
+        so they come from the task cache all together or not at all."""
+        if item.kind != "decode":
+            return True
+        chunks = [k for k in item.job.tasks if k[0] == "decode"]
+        return all(cache_path(self.cache_dir, item.job.keys[k]).exists() for k in chunks)
+
+    @staticmethod
+    def _pick(item: _Task, idle: list):
+        """An idle actor for the task: any, except that a clip's decode chunks after the first go to
+        the actor holding the clip's VAE cache."""
+        if item.kind == "decode" and item.key[1] > 0:
+            holder = item.job.producers.get(("decode", item.key[1] - 1))
+            return holder if holder in idle else None
+        return idle[0] if idle else None
 
     def _finish(self, ref) -> None:
         item, actor, payload = self._inflight.pop(ref)
@@ -577,9 +608,13 @@ class Engine:
             if job.stage != "decode":
                 self._enter_stage(job, "decode")
         elif item.kind == "decode":
-            self._enter_stage(job, "encode")
             job.bytes_moved += info["bytes"]
-            self._encoder.submit(self._encode, job, payload)
+            chunks = [k for k in job.tasks if k[0] == "decode"]
+            if all(k in job.refs for k in chunks):
+                if job.stage != "decode":
+                    self._enter_stage(job, "decode")
+                self._enter_stage(job, "encode")
+                self._encoder.submit(self._encode, job, [job.refs[k] for k in chunks])
         for k, deps in job.deps.items():
             if key in deps:
                 self._maybe_push(job, k)
@@ -590,9 +625,9 @@ class Engine:
         job.stage_seconds[job.stage] = round(time.perf_counter() - job.submitted - sum(job.stage_seconds.values()), 4)
         job.stage = stage
 
-    def _encode(self, job: ClipJob, frames_ref) -> None:
+    def _encode(self, job: ClipJob, chunk_refs: list) -> None:
         try:
-            frames = ray.get(frames_ref)
+            frames = np.concatenate(ray.get(chunk_refs))
             if job.output is not None:
                 write_mp4(frames, job.output, job.spec.fps, self.metadata(job))
             with self._lock:

@@ -19,6 +19,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from diffusers.video_processor import VideoProcessor
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
@@ -186,14 +187,36 @@ class WanVAE:
             return cls(load_components(source)["vae"], device)
         return cls(AutoencoderKLWan.from_pretrained(source, subfolder="vae"), device)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents (B, C, T, h, w) to float32 RGB frames in [0, 1], shape (B*F, H, W, 3)."""
+    def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
         latents = latents.to(self.device, torch.float32)
         mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(latents)
         std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(latents)
-        video = self.vae.decode(latents / (1.0 / std) + mean, return_dict=False)[0]  # as WanPipeline does
+        return latents / (1.0 / std) + mean  # as WanPipeline does
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (B, C, T, h, w) to float32 RGB frames in [0, 1], shape (B*F, H, W, 3)."""
+        video = self.vae.decode(self._denormalize(latents), return_dict=False)[0]
+        return np.concatenate(self.processor.postprocess_video(video, output_type="np"))
+
+    def new_stream(self) -> list:
+        """The decoder's causal cache, empty: one per clip decoded in pieces."""
+        return [None] * sum(isinstance(m, WanCausalConv3d) for m in self.vae.decoder.modules())
+
+    @torch.no_grad()
+    def decode_stream(self, latents: torch.Tensor, stream: list, first: bool) -> np.ndarray:
+        """Decode the next latent frames (1, C, n, h, w) of a clip, carrying the causal cache in ``stream``.
+
+        Pieces decoded in order give exactly the frames of one `decode` of the whole clip: this is
+        the VAE's own frame-by-frame loop, with the cache kept between calls.
+        """
+        x = self.vae.post_quant_conv(self._denormalize(latents))
+        pieces = [
+            self.vae.decoder(x[:, :, i : i + 1], feat_cache=stream, feat_idx=[0], first_chunk=first and i == 0)
+            for i in range(x.shape[2])
+        ]
+        video = torch.clamp(torch.cat(pieces, 2), min=-1.0, max=1.0)
         return np.concatenate(self.processor.postprocess_video(video, output_type="np"))
 
 

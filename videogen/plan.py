@@ -56,6 +56,20 @@ class Plan:
     def num_tasks(self) -> int:
         return len(self.keyframe_tasks) + len(self.windows)
 
+    @property
+    def decode_chunks(self) -> tuple[tuple[int, int], ...]:
+        """``[start, stop)`` latent spans decoded in order, one per window.
+
+        Chunk ``c`` ends where window ``c + 1`` starts: its frames are final as soon as windows
+        ``0..c`` are done, so decoding follows the windows instead of waiting for the last one.
+        """
+        stops = [w.start for w in self.windows[1:]] + [self.latent_frames]
+        return tuple(zip([0] + stops[:-1], stops))
+
+    def windows_touching(self, start: int, stop: int) -> tuple[int, ...]:
+        """Indices of the windows that cover any latent frame in ``[start, stop)``."""
+        return tuple(w.index for w in self.windows if w.start < stop and w.stop > start)
+
 
 def window_spans(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
     """``[start, stop)`` spans covering ``range(latent_frames)``; the last one ends on the last frame."""

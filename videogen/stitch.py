@@ -69,8 +69,26 @@ def blend(plan: Plan, window_latents: list[np.ndarray], method: str) -> np.ndarr
     Returns:
         latents of shape (C, plan.latent_frames, h, w), float32.
     """
-    c, _, h, w = window_latents[0].shape
-    out = np.zeros((c, plan.latent_frames, h, w), dtype=np.float64)
-    for win, latents, weights in zip(plan.windows, window_latents, window_weights(plan, method)):
-        out[:, win.start : win.stop] += latents * weights[None, :, None, None]
+    return blend_range(plan, dict(enumerate(window_latents)), method, 0, plan.latent_frames)
+
+
+def blend_range(plan: Plan, window_latents: dict[int, np.ndarray], method: str, start: int, stop: int) -> np.ndarray:
+    """Blend latent frames ``[start, stop)`` from the windows that cover them.
+
+    Args:
+        plan: the clip's plan.
+        window_latents: window index -> its latents (C, window.length, h, w); at least every
+            window that touches ``[start, stop)``.
+        method: a name from `BLEND_METHODS`.
+    Returns:
+        latents of shape (C, stop - start, h, w), float32.
+    """
+    c, _, h, w = next(iter(window_latents.values())).shape
+    out = np.zeros((c, stop - start, h, w), dtype=np.float64)
+    weights = window_weights(plan, method)
+    for index in plan.windows_touching(start, stop):
+        win = plan.windows[index]
+        lo, hi = max(start, win.start), min(stop, win.stop)
+        part = window_latents[index][:, lo - win.start : hi - win.start]
+        out[:, lo - start : hi - start] += part * weights[index][None, lo - win.start : hi - win.start, None, None]
     return out.astype(np.float32)
