@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videogen.ads.batch import dry_run, run_batch
+from videogen.ads.batch import run_batch
 from videogen.ads.formats import fit_frames, format_presets, generation_size
 from videogen.ads.overlay import OverlaySpec, apply, layout, render
 from videogen.ads.rank import colour_match, smoothness, top_k

@@ -22,12 +22,6 @@ from .formats import FormatPreset
 SHRINK = 0.95  # font sizes shrink by 5% per try
 
 
-def _check_color(v: str | None) -> str | None:
-    if v is not None:
-        ImageColor.getrgb(v)  # raises ValueError naming the colour
-    return v
-
-
 class TextStyle(Strict):
     """One line of copy. Sizes are fractions of the frame's height."""
 
@@ -38,7 +32,12 @@ class TextStyle(Strict):
     color: str = "#ffffff"
     background: str | None = None  # a button behind the text
 
-    _color = field_validator("color", "background")(classmethod(lambda cls, v: _check_color(v)))
+    @field_validator("color", "background")
+    @classmethod
+    def _known_colour(cls, v: str | None) -> str | None:
+        if v is not None:
+            ImageColor.getrgb(v)  # a ValueError naming the colour
+        return v
 
 
 class LogoStyle(Strict):
