@@ -50,9 +50,11 @@ def burn_captions(frames: np.ndarray, text: str) -> np.ndarray:
         return frames
     f, h, w, _ = frames.shape
     overlay = np.asarray(caption_overlay(w, h, text), dtype=np.float32)
-    alpha = overlay[..., 3:] / 255.0  # (H, W, 1)
-    out = frames.astype(np.float32) * (1 - alpha) + overlay[..., :3] * alpha
-    return np.round(out).astype(np.uint8)
+    top = int(np.argmax(overlay[..., 3].any(axis=1)))  # the band's first row: blend only below it
+    alpha = overlay[top:, :, 3:] / 255.0  # (band rows, W, 1)
+    out = frames.copy()
+    out[:, top:] = np.round(frames[:, top:] * (1 - alpha) + overlay[top:, :, :3] * alpha).astype(np.uint8)
+    return out
 
 
 def animatic_frames(shots: list[Shot], clips: dict[str, np.ndarray]) -> np.ndarray:
@@ -68,12 +70,11 @@ def animatic_frames(shots: list[Shot], clips: dict[str, np.ndarray]) -> np.ndarr
     parts = []
     for shot in shots:
         frames = clips[shot.id]
-        if len(frames) == 1:
-            frames = np.repeat(frames, shot.frames, axis=0)
-        frames = frames[: shot.frames]
-        if len(frames) != shot.frames:
+        held = len(frames) == 1
+        if not held and len(frames) != shot.frames:
             raise ValueError(f"shot {shot.id}: got {len(frames)} frames, the shot list says {shot.frames}")
-        parts.append(burn_captions(upscale(frames, scale_for(frames.shape[2])), shot.caption))
+        frames = burn_captions(upscale(frames, scale_for(frames.shape[2])), shot.caption)
+        parts.append(np.repeat(frames, shot.frames, axis=0) if held else frames)
     return np.concatenate(parts)
 
 

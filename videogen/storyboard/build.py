@@ -140,7 +140,9 @@ class StoryboardResult:
         boards: shot id -> board image, uint8 (H, W, 3).
         made: ids of shots whose clip needed new work (the rest came whole from the cache).
         cached_tasks: shot id -> engine tasks read from the cache.
-        seconds: wall time of the run.
+        actor_seconds: time actors spent on this run's tasks, all shots together.
+        clips_seconds: wall time until the last shot's clip (or boards) came back.
+        seconds: wall time of the run, the sheet, animatic and page included.
     """
 
     folder: Path
@@ -148,6 +150,8 @@ class StoryboardResult:
     boards: dict[str, np.ndarray]
     made: list[str] = field(default_factory=list)
     cached_tasks: dict[str, int] = field(default_factory=dict)
+    actor_seconds: float = 0.0
+    clips_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -224,9 +228,11 @@ def make_storyboard(
             board_ready(shot, (clip.preview if clip.preview is not None else clip.frames)[0])
             clips[shot.id] = boards[shot.id][None] if boards_only else clip.frames
             result.cached_tasks[shot.id] = clip.cached_tasks
+            result.actor_seconds += clip.actor_seconds
             if clip.actor_seconds > 0:
                 result.made.append(shot.id)
         writer.shutdown(wait=True)
+        result.clips_seconds = time.perf_counter() - start
         result.made.sort(key=[s.id for s in shots].index)
         # 3. The contact sheet, the animatic with captions and subtitles, the shot list and the page.
         captions = [f"{s.id}  {s.description}" + (f"\n{s.caption}" if s.dialogue else "") for s in shots]

@@ -56,6 +56,7 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
     summary = dict(
         folder=str(result.folder), shots=len(shots), animatic_seconds=seconds, boards_only=args.boards_only,
         made=result.made, from_cache=[s.id for s in shots if s.id not in result.made], seconds=round(result.seconds, 3),
+        clips_seconds=round(result.clips_seconds, 3), actor_seconds=round(result.actor_seconds, 3), workers=args.workers,
     )
     if args.json:
         print(json.dumps(summary))
