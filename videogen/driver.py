@@ -25,7 +25,7 @@ With a ``cache_dir``, every task's result is stored under a key made from what i
 (`cache.py`); a task whose result is already there is read back instead of run.
 
 A dispatch thread hands ready tasks to idle actors: higher ``priority`` first, then first submitted,
-then keyframes before windows before decodes. Noise is keyed by position, so which actor runs what,
+then keyframes, previews, decode chunks, windows. Noise is keyed by position, so which actor runs what,
 and in which order tasks finish, never changes the frames. A task whose actor dies is run again on a
 fresh actor, and so is every finished task whose result was held by that actor's node and is still
 needed (``redone_tasks`` counts them); nothing else is recomputed.
@@ -439,7 +439,9 @@ class Engine:
         if key in job.refs or key in job.queued or key not in job.needed:
             return
         if all(d in job.refs for d in job.deps[key]):
-            order = {"keyframes": 0, "preview": 1, "window": 2, "decode": 3}[key[0]]
+            # Decode chunks before windows: decoding then keeps pace with the windows instead of
+            # queueing up behind them for one actor at the end.
+            order = {"keyframes": 0, "preview": 1, "decode": 2, "window": 3}[key[0]]
             job.queued.add(key)
             self._ready.append(_Task((-job.priority, job.seq, order, key[1]), job, key))
             self._ready.sort()

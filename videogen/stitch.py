@@ -1,10 +1,10 @@
 """Blending overlapping windows into one clip. Pure numpy.
 
-Windows are blended in **latent space**, once, after each window is fully denoised, and the whole
-clip is then decoded in one pass. Why latent and not pixel: the Wan VAE decoder is causal in
-time and carries a cache from frame to frame, so decoding each window on its own would restart
-that cache at every window's first frame (a visible jump) and decode every overlap twice. One
-decode over the blended latents gives one continuous clip.
+Windows are blended in **latent space**, after they are fully denoised, and the blended latents
+are decoded as one continuous clip (in chunks that carry the VAE's cache, see `denoise.Decoder`).
+Why latent and not pixel: the Wan VAE decoder is causal in time and carries a cache from frame to
+frame, so decoding each window on its own would restart that cache at every window's first frame
+(a visible jump) and decode every overlap twice.
 
 Each window's weight is 1 inside and ramps over the frames it shares with a neighbour; the weights
 are then normalised so that, at every frame, the windows covering it sum to 1. Windows that agree
