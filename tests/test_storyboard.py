@@ -128,8 +128,7 @@ def test_notes_boneyard_sections_and_synopses_never_reach_a_prompt(test_reel):
 def test_style_and_cast_keep_one_look_and_seed(test_reel):
     shots, _ = plan_shots(test_reel, dict(SMALL), style="pencil sketch")
     assert all(s.prompt.startswith("pencil sketch. ") for s in shots)
-    anna, ben = shots[0], shots[1]
-    assert anna.seed == 5  # the cast note's seed
+    assert shots[0].seed == 5  # Anna's, from the cast note
     ben_shots = [s for s in shots if s.description.startswith("Ben")]
     assert len(ben_shots) == 2 and len({s.seed for s in ben_shots}) == 1  # Ben keeps one derived seed
     assert all("Ben: a tall man with a scar." in s.prompt for s in ben_shots)
@@ -286,6 +285,7 @@ def test_a_full_run_writes_the_folder(engine, tmp_path):
     out = tmp_path / "board"
     result = make_storyboard(script, shots, requests, out, engine, on_board=lambda shot, image: boards_seen.append(shot.id))
     assert sorted(boards_seen) == ["1A", "2A"]
+    assert result.made == ["1A", "2A"] and result.actor_seconds > 0  # the first run: nothing cached yet
     assert shared_folder_state(out) == [
         "animatic.json", "animatic.mp4", "animatic.srt", "boards", "boards.png", "boards/1A.png", "boards/2A.png",
         "shots", "shots.csv", "shots.yaml", "shots/1A.json", "shots/1A.mp4", "shots/2A.json", "shots/2A.mp4",
@@ -299,7 +299,8 @@ def test_a_full_run_writes_the_folder(engine, tmp_path):
     for shot in shots:
         frames, info = read_mp4(out / "shots" / f"{shot.id}.mp4")
         assert frames.shape == (shot.frames, 32, 32, 3) and info["fps"] == 8
-        assert np.asarray(Image.open(out / "boards" / f"{shot.id}.png")).shape == (32, 32, 3)
+        assert np.array_equal(np.asarray(Image.open(out / "boards" / f"{shot.id}.png")), result.boards[shot.id])
+        assert result.boards[shot.id].shape == (32, 32, 3)
     # The animatic lasts as long as the shot list, is blown up for legibility, and carries the caption.
     animatic, info = read_mp4(out / "animatic.mp4")
     k = scale_for(32)
@@ -345,12 +346,12 @@ def test_boards_only_makes_boards_and_a_held_animatic(engine, tmp_path):
     shots, requests = plan_shots(script, dict(SMALL))
     out = tmp_path / "boards"
     result = make_storyboard(script, shots, requests, out, engine, boards_only=True)
+    assert set(result.boards) == {"1A", "2A"} and result.clips_seconds <= result.seconds
     assert not (out / "shots").exists() and (out / "boards.png").exists()
     animatic, _ = read_mp4(out / "animatic.mp4")
     assert len(animatic) == sum(s.frames for s in shots)
     # Each board is held still for its shot (up to the codec), captions included.
     assert np.abs(animatic[33].astype(int) - animatic[46].astype(int)).mean() < 3
-    assert set(result.boards) == {"1A", "2A"}
     assert "<video controls preload" not in (out / "storyboard.html").read_text()
 
 
@@ -371,3 +372,16 @@ def test_cli_bad_script_is_one_line_exit_2_and_writes_nothing(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"videogen: error: {script}:3: note '[[' is never closed with ']]'"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fountain"]
+
+
+def test_cli_makes_boards_of_the_example(tmp_path):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    out = tmp_path / "harbour"
+    r = subprocess.run([sys.executable, "-m", "videogen.cli", "storyboard", str(EXAMPLES / "harbour.fountain"), "-o", str(out),
+                        "--boards-only", "--width", "32", "--height", "32", "--steps", "2", "--address", "local", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["shots"] == 5 and summary["made"] == ["1A", "1B", "2A", "3A", "4A"] and summary["from_cache"] == []
+    assert summary["animatic_seconds"] == (16 + 19 + 26 + 16 + 16) / 8
+    assert (out / "boards.png").exists() and (out / CACHE).is_dir() and (out / "storyboard.html").exists()

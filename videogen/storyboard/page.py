@@ -51,6 +51,6 @@ def storyboard_html(title: str, shots: list[Shot], clips: bool) -> str:
         f"<h1>{escape(title)}</h1>\n"
         f"<p>{len(shots)} shots, {total:g} s. <a href=boards.png>boards.png</a> · <a href=shots.csv>shots.csv</a> · "
         f"<a href=shots.yaml>shots.yaml</a> (edit and run again) · <a href=animatic.srt>animatic.srt</a></p>\n"
-        f'<div class=animatic><video controls src="animatic.mp4" poster="boards.png"></video></div>\n'
+        f'<div class=animatic><video controls src="animatic.mp4" poster="boards/{escape(shots[0].id)}.png"></video></div>\n'
         f"<div class=grid>\n" + "\n".join(cards) + "\n</div>\n</body></html>\n"
     )
