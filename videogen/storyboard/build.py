@@ -222,9 +222,10 @@ def make_storyboard(
         # 2. Collect clips as they finish; a shot without keyframes takes its first frame as its board.
         clips: dict[str, np.ndarray] = {}
         result = StoryboardResult(out, shots, boards)
+        shot_of = {jobs[s.id].id: s for s in shots}
         for job in engine.as_completed(jobs.values()):
             clip = job.result()
-            shot = next(s for s in shots if jobs[s.id] is job)
+            shot = shot_of[job.id]
             board_ready(shot, (clip.preview if clip.preview is not None else clip.frames)[0])
             clips[shot.id] = boards[shot.id][None] if boards_only else clip.frames
             result.cached_tasks[shot.id] = clip.cached_tasks
@@ -261,6 +262,8 @@ def make_storyboard(
         for job in jobs.values():
             job.cancel()
         writer.shutdown(wait=True, cancel_futures=True)
+        if (staging / CACHE).is_dir() and out.is_dir() and not (out / CACHE).exists():
+            os.replace(staging / CACHE, out / CACHE)  # keep the cache with the folder that is still in place
         shutil.rmtree(staging, ignore_errors=True)
         raise
     result.seconds = time.perf_counter() - start
