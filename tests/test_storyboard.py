@@ -179,6 +179,7 @@ def test_yaml_shot_list_matches_the_fountain_example():
         ("d.fountain", "Title: X\nCast:\n    NOBODY\n\nINT. ROOM - DAY\n\nA.\n", r"d.fountain:3: cast line 'NOBODY'"),
         ("e.fountain", "", r"e.fountain: the script has no shots"),
         ("f.fountain", "[[only a note]]\n\n/* and a boneyard */\n", r"f.fountain: the script has no shots"),
+        ("o.fountain", "INT. A #3#\n\nA.\n\nINT. B\n\nB.\n\nINT. C\n\nC.\n", r"o.fountain:9: shot id '3A' is used twice"),
         ("g.yaml", "scenes:\n  - heading: INT. A\n    shots:\n      - description: x\n        lenght: 3\n",
          r"g.yaml:5: scenes.0.shots.0.lenght=3: unknown key"),
         ("h.yaml", "scenes:\n  - heading: INT. A\n    shots:\n      - prompt: x\n", r"h.yaml:4: scenes.0.shots.0.description: Field required"),

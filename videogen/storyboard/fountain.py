@@ -115,7 +115,8 @@ def load_fountain(path: Path, timing: Timing | None = None) -> Script:
     check_markup(path, raw)
     screenplay = fountain.parse(io.StringIO(strip_hidden(raw)))
     title_page = screenplay.title_page
-    cast = parse_cast(path, raw.splitlines(), title_page.get("Cast", []))
+    raw_lines = raw.splitlines()
+    cast = parse_cast(path, raw_lines, title_page.get("Cast", []))
     max_words = timing.max_seconds * timing.words_per_second
 
     scenes: list[Scene] = []
@@ -146,7 +147,11 @@ def load_fountain(path: Path, timing: Timing | None = None) -> Script:
     for paragraph in screenplay.paragraphs:
         if isinstance(paragraph, Slug):
             number = str(paragraph.scene_number) if paragraph.scene_number else None
-            scenes.append(Scene(str(paragraph.line).strip(), number))
+            heading = str(paragraph.line).strip()
+            # screenplain keeps no line numbers: find the heading in the file, after the previous one.
+            after = scenes[-1].line if scenes else 0
+            line = next((i + 1 for i in range(after, len(raw_lines)) if heading in raw_lines[i].upper()), 0)
+            scenes.append(Scene(heading, number, line=line))
         elif isinstance(paragraph, Action) and not paragraph.centered:
             text = " ".join(" ".join(str(line).split()) for line in paragraph.lines).strip()
             if not text:
