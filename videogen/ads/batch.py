@@ -75,7 +75,7 @@ def dry_run(batch: Batch, out_dir: Path | None = None) -> str:
     """The matrix, the clip count and the estimated cost, as text; generates nothing.
 
     The cost uses the actor-seconds per clip measured by an earlier run into ``out_dir`` when its
-    manifest exists, else the spec's ``pricing.clip_seconds``.
+    manifest exists and that run computed every task, else the spec's ``pricing.clip_seconds``.
     """
     spec = batch.spec
     names = list(batch.variants[0].values)
@@ -91,7 +91,7 @@ def dry_run(batch: Batch, out_dir: Path | None = None) -> str:
     manifest = out_dir / "manifest.json" if out_dir is not None else None
     if manifest is not None and manifest.exists():
         earlier = json.loads(manifest.read_text())
-        if earlier.get("clips_generated"):
+        if earlier.get("clips_generated") and not earlier.get("cached_tasks"):  # a run from the cache would underestimate
             per_clip = earlier["actor_seconds_generated"] / earlier["clips_generated"]
             source = f"measured in {manifest}"
     actor_seconds = clips * per_clip
