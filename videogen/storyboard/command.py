@@ -34,7 +34,7 @@ def add_command(sub) -> None:
 
 
 def cmd_storyboard(args: argparse.Namespace) -> int:
-    from ..cli import request_from_args
+    from ..cli import engine_kwargs, request_from_args
     from .build import CACHE, check_output_dir, load_script, make_storyboard, plan_shots
 
     # Everything is checked before Ray starts, so bad input fails in a second and writes nothing.
@@ -50,7 +50,8 @@ def cmd_storyboard(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"board {shot.id} ready", file=sys.stderr, flush=True)
 
-    with Engine(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction, cache_dir=out / CACHE) as engine:
+    # The cache lives in the folder unless --cache puts it elsewhere, so a re-run redoes only edited shots.
+    with Engine(**(engine_kwargs(args) | {"cache_dir": args.cache or out / CACHE})) as engine:
         result = make_storyboard(script, shots, requests, out, engine, args.boards_only, on_board)
     seconds = sum(s.frames for s in shots) / shots[0].fps
     summary = dict(
