@@ -53,27 +53,36 @@ def engines():
 
 
 def timed(engine: Engine) -> tuple[float, list, object]:
-    """Wall seconds of one clip, the (seconds, stage) of each progress report, and the result."""
-    events = []
+    """Wall seconds of one clip, the (seconds, kind) of each task as its report arrives (the MP4
+    encode last, as "encode"), and the result."""
+    events, seen = [], set()
+
+    def on_progress(p):
+        new = [key for key in job.refs if key not in seen]  # the task this report is about
+        seen.update(new)
+        if new or p.stage == "done":
+            events.append((time.perf_counter() - start, new[0][0] if new else "encode"))
+
     start = time.perf_counter()
-    result = engine.generate(CLIP, on_progress=lambda p: events.append((time.perf_counter() - start, p.stage)))
+    job = engine.submit(CLIP, on_progress=on_progress)
+    result = job.result()
     return time.perf_counter() - start, events, result
 
 
-def task_seconds(events: list, counts: TaskCounts) -> TaskSeconds:
-    """Per-task seconds from a one-actor run: its tasks finish one at a time, in the order keyframe
-    tasks, preview, windows, decode chunks, then the encode on the driver; each takes the gap
+def task_seconds(events: list) -> TaskSeconds:
+    """Per-task seconds from a one-actor run: its tasks run one at a time, so each took the gap
     before its report."""
-    times = [t for t, _ in events]
-    gaps = [b - a for a, b in zip([0.0] + times, times)]
-    k, w, d = counts.keyframe_tasks, counts.windows, counts.decode_chunks
-    assert [s for _, s in events][k] == "preview" and len(gaps) == k + 1 + w + d + 1
+    gaps: dict[str, list] = {}
+    previous = 0.0
+    for t, kind in events:
+        gaps.setdefault(kind, []).append(t - previous)
+        previous = t
     return TaskSeconds(
-        keyframes=statistics.mean(gaps[:k]),
-        preview=gaps[k],
-        window=statistics.mean(gaps[k + 1 : k + 1 + w]),
-        decode=sum(gaps[k + 1 + w : k + 1 + w + d]),
-        encode=gaps[-1],
+        keyframes=statistics.mean(gaps["keyframes"]),
+        window=statistics.mean(gaps["window"]),
+        decode=sum(gaps["decode"]),
+        encode=gaps["encode"][0],
+        preview=gaps["preview"][0],
     )
 
 
@@ -91,7 +100,9 @@ def test_predicted_makespans_match_one_and_two_actor_runs(engines):
                 plan = make_plan(spec.latent_frames, spec.latent_window, spec.latent_overlap, spec.latent_keyframe_every)
                 counts = TaskCounts.of(plan)
                 assert (counts.keyframe_tasks, counts.windows) == (2, 6) == (2, result.windows)
-                calibrations.append(task_seconds(events, counts))
+                kinds = [kind for _, kind in events]
+                assert [kinds.count(k) for k in ("keyframes", "preview", "window", "decode", "encode")] == [2, 1, 6, 6, 1]
+                calibrations.append(task_seconds(events))
 
     # The median of each per-task time over the one-actor runs.
     fields = ("keyframes", "window", "decode", "encode", "preview")
