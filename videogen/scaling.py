@@ -71,11 +71,9 @@ def windows_stage(windows: int, window: float, preview: float, gpus: int) -> flo
     """R(W, G): seconds until the last of ``windows`` equal tasks is done on ``gpus`` actors, one of
     which starts ``preview`` seconds late; each window goes to the first idle actor."""
     free = [0.0] * (gpus - 1) + [preview]  # when each actor is next idle: a heap, smallest first
-    end = preview
     for _ in range(windows):
-        end = heapq.heappop(free) + window
-        heapq.heappush(free, end)
-    return max(free) if windows else end
+        heapq.heappush(free, heapq.heappop(free) + window)
+    return max(free)
 
 
 def clip_makespan(counts: TaskCounts, t: TaskSeconds, gpus: int) -> float:
