@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..errors import RequestError
+from ..presets import Strict
 from ..request import MAX_SEED
 
 
@@ -40,10 +41,6 @@ class ScriptError(RequestError):
     def __init__(self, path: str | Path, line: int, reason: str):
         self.field, self.value, self.reason, self.line = "script", str(path), reason, line
         ValueError.__init__(self, f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Timing(Strict):
