@@ -34,22 +34,22 @@ def engines():
     os.environ["RAY_TMPDIR"] = temp
     cluster = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=2, num_gpus=0, object_store_memory=100 * 1024**2, include_dashboard=False))
-    for _ in range(2):
-        cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=100 * 1024**2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    # Half a GPU per actor, so both engines' three actors fit on the two declared GPUs at once.
-    one = Engine(workers=1, threads_per_worker=1, gpu_fraction=0.5)
-    two = Engine(workers=2, threads_per_worker=1, gpu_fraction=0.5)
-    for engine in (one, two):
-        engine.generate(CLIP)  # warm: actors start and load the model
-    yield one, two
-    one.shutdown()
-    two.shutdown()
-    ray.shutdown()
-    cluster.shutdown()
-    del os.environ["RAY_TMPDIR"]
-    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=100 * 1024**2)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        # Half a GPU per actor, so both engines' three actors fit on the two declared GPUs at once.
+        with Engine(workers=1, threads_per_worker=1, gpu_fraction=0.5) as one, \
+                Engine(workers=2, threads_per_worker=1, gpu_fraction=0.5) as two:
+            for engine in (one, two):
+                engine.generate(CLIP)  # warm: actors start and load the model
+            yield one, two
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        del os.environ["RAY_TMPDIR"]
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def timed(engine: Engine) -> tuple[float, list, object]:
