@@ -143,10 +143,12 @@ class Runner:
         if not self.store.start(job.id):
             return
         output = self.videos / f"{job.id}.mp4"
+        submitted = []  # the engine's job, once submit returns; the preview may come after the clip ends
 
         def on_progress(p, job_id=job.id):
             if p.stage == "preview":
-                self._save_preview(job_id)
+                if submitted:
+                    self._save_preview(job_id, submitted[0])
             else:
                 self.store.progress(job_id, p.stage, p.fraction)
 
@@ -155,14 +157,13 @@ class Runner:
         except Exception as e:  # checked at the API, but presets on disk may have changed since
             self._end(job.id, "failed", error=str(e))
             return
+        submitted.append(clip)
         with self._lock:
             self._active[job.id] = clip
         clip.future.add_done_callback(lambda _f, job_id=job.id: self._done(job_id))
 
-    def _save_preview(self, job_id: str) -> None:
-        with self._lock:
-            clip = self._active.get(job_id)
-        if clip is None or clip.preview is None:
+    def _save_preview(self, job_id: str, clip) -> None:
+        if clip.preview is None:
             return
         path = self.previews / f"{job_id}.png"
         with atomic_path(path, ".png") as tmp:
@@ -177,8 +178,8 @@ class Runner:
         error = clip.future.exception()
         if error is None:
             result = clip.future.result()
-            if self.store.get(job_id).preview is None and result.preview is not None:
-                self._save_preview(job_id)
+            if self.store.get(job_id).preview is None:
+                self._save_preview(job_id, clip)
             self._end(job_id, "succeeded", actor_seconds=result.actor_seconds, cached_tasks=result.cached_tasks,
                       output=str(result.path))
         elif clip.canceled:
