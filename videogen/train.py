@@ -95,32 +95,43 @@ def vae_batch(rng: np.random.Generator, batch: int, size: int) -> torch.Tensor:
 
 
 class LatentCodec:
-    """The frozen VAE as the transformer stage sees it: scenes at latent positions to normalised latents."""
+    """The frozen VAE as the transformer stage sees it: stretches of scenes to normalised latents."""
 
     def __init__(self, vae, size: int):
         self.vae, self.size = vae, size
         cfg = vae.config
-        self.mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
-        self.std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+        self.mean = torch.tensor(cfg.latents_mean).view(-1, 1, 1, 1)
+        self.std = torch.tensor(cfg.latents_std).view(-1, 1, 1, 1)
 
-    @torch.no_grad()
-    def span(self, scene, length: int, start: int, stop: int) -> torch.Tensor:
-        """Latent frames ``[start, stop)`` of the scene drawn as a clip of ``length`` latent frames.
+    def pixels(self, scene, length: int, start: int, stop: int) -> torch.Tensor:
+        """The pixel frames that encode to latent frames ``[start, stop)`` of a ``length``-latent clip.
 
-        Returns (C, stop - start, h, w). A stretch not at the clip's start is encoded from the
-        pixel frame before it, so its first latent frame covers four frames as in the whole clip.
+        A stretch not at the clip's start begins one pixel frame early, so that its first latent
+        frame covers four frames as it does in the whole clip (and is dropped after encoding).
         """
         pixels = 4 * (length - 1) + 1
         first = max(0, 4 * start - 4)
         times = np.arange(first, 4 * (stop - 1) + 1) / max(pixels - 1, 1)
-        clip = to_tensor(render(scene, times, self.size))[None]
-        z = self.vae.encode(clip).latent_dist.mode()
-        z = z if start == 0 else z[:, :, 1:]
-        return ((z - self.mean) / self.std)[0]
+        return to_tensor(render(scene, times, self.size))
 
-    def positions(self, scene, length: int, positions: list[int]) -> torch.Tensor:
-        """Latent frames at sparse ``positions``, each encoded as its own stretch: (C, len, h, w)."""
-        return torch.cat([self.span(scene, length, p, p + 1) for p in positions], dim=1)
+    @torch.no_grad()
+    def encode(self, stretches: list[tuple]) -> list[torch.Tensor]:
+        """Latents (C, stop - start, h, w) for each ``(scene, length, start, stop)``.
+
+        Stretches of equal pixel length are encoded as one batch: the VAE's per-chunk loop, not
+        its arithmetic, dominates on small clips.
+        """
+        clips = [self.pixels(*s) for s in stretches]
+        groups: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            groups.setdefault(clip.shape[1], []).append(i)
+        latents: list[torch.Tensor] = [torch.empty(0)] * len(clips)
+        for members in groups.values():
+            z = self.vae.encode(torch.stack([clips[i] for i in members])).latent_dist.mode()
+            for row, i in zip(z, members):
+                row = row if stretches[i][2] == 0 else row[:, 1:]
+                latents[i] = (row - self.mean) / self.std
+        return latents
 
 
 def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
@@ -132,16 +143,16 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
     """
     task = TASKS[rng.choice(len(TASKS), p=TASK_ODDS)]
     t = int(rng.choice(LATENT_LENGTHS[task]))
-    latents, known, prompts = [], [], []
+    stretches, known, prompts = [], [], []
     for _ in range(batch):
         scene = sample_scene(int(rng.integers(1 << 62)), "train")
         mask = np.zeros(t, np.float32)
         if task == "t2v":
-            latents.append(codec.span(scene, t, 0, t))
+            stretches.append([(scene, t, 0, t)])
         elif task == "window":
             length = t + int(rng.integers(0, 7 * t))
             start = int(rng.integers(0, length - t + 1))
-            latents.append(codec.span(scene, length, start, start + t))
+            stretches.append([(scene, length, start, start + t)])
             pick = rng.random()
             if pick < 0.6:
                 mask[[0, -1]] = 1  # keyframes at both ends, as the engine's windows have
@@ -153,10 +164,16 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
             stride, chunk = int(rng.integers(2, 9)), int(rng.integers(0, 3))
             first = chunk * (t - 1) * stride
             positions = [first + i * stride for i in range(t)]
-            latents.append(codec.positions(scene, positions[-1] + 1 + int(rng.integers(0, 2 * stride)), positions))
+            length = positions[-1] + 1 + int(rng.integers(0, 2 * stride))
+            stretches.append([(scene, length, p, p + 1) for p in positions])  # each keyframe on its own
             mask[0] = float(chunk > 0)  # a continuing chunk starts from the previous chunk's last keyframe
         known.append(torch.from_numpy(mask))
         prompts.append("" if rng.random() < EMPTY_PROMPT_ODDS else caption(scene))
+    flat = codec.encode([s for sample in stretches for s in sample])
+    latents, i = [], 0
+    for sample in stretches:
+        latents.append(torch.cat(flat[i : i + len(sample)], dim=1))
+        i += len(sample)
     return task, torch.stack(latents), torch.stack(known), prompts
 
 
