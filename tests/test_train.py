@@ -62,3 +62,22 @@ def test_train_resume_and_load(tmp_path):
     assert torch.equal(components["transformer"].state_dict()["proj_out.weight"], trained)
     size = sum(f.stat().st_size for f in (out / "model").rglob("*") if f.is_file())
     assert size < 25 * 2**20
+
+
+def test_short_text_encoding_padded_equals_the_engines():
+    from diffusers import WanPipeline
+
+    from videogen.model import MAX_TEXT_TOKENS
+    from videogen.train import CAPTION_TOKENS
+
+    components = build_miniature()
+    components["text_encoder"].eval()
+    pipe = WanPipeline(**components)
+    prompts = ["the yellow triangle is bouncing up and down on a light background", "blue box"]
+    with torch.no_grad():
+        full, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                     max_sequence_length=MAX_TEXT_TOKENS, device=torch.device("cpu"))
+        short, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                      max_sequence_length=CAPTION_TOKENS, device=torch.device("cpu"))
+    padded = torch.nn.functional.pad(short, (0, 0, 0, MAX_TEXT_TOKENS - CAPTION_TOKENS))
+    assert torch.equal(full, padded)
