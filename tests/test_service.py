@@ -199,7 +199,7 @@ def test_policy_is_whole_word_and_ignores_case_and_accents(prompt, category):
     assert POLICY.category(prompt) == category
 
 
-def test_the_api_and_the_cli_refuse_a_blocked_prompt_naming_the_category(served, capsys):
+def test_the_api_refuses_a_blocked_prompt_naming_the_category_and_takes_a_near_miss(served):
     status, _, body = served.call("POST", "/v1/jobs", body=dict(TINY, prompt="a Décapitation scene"))
     error = json.loads(body)
     assert status == 422 and error["field"] == "prompt" and error["category"] == "graphic_violence"
@@ -290,7 +290,7 @@ def test_fifty_concurrent_submissions_none_lost_or_duplicated(served):
     assert all(len(seeds[1000 + i]) == 1 for i in range(50)), "each submission stored exactly once"
 
 
-def test_a_full_queue_answers_429_with_retry_after(ray_local, tmp_path):
+def test_a_full_queue_answers_429_with_retry_after(tmp_path):
     (tmp_path / "tokens.txt").write_text("t1 one\n")
     s = Served(Service(ServiceConfig(data_dir=tmp_path, tokens_file=tmp_path / "tokens.txt", max_queued=3,
                                      retry_after=7, start_runner=False)))
