@@ -221,13 +221,14 @@ def test_bad_input_names_the_spec_line_before_anything_runs(tmp_path, capsys, ol
     assert not out.exists()
 
 
-def test_lora_is_checked_and_reported_as_not_yet_applied(tmp_path):
+def test_lora_is_checked_and_reaches_every_clip_request(tmp_path):
     spec = write_spec(tmp_path, SPEC + "lora: {path: brand.safetensors, scale: 0.8}\n")
     with pytest.raises(SpecError, match="18: lora.path='brand.safetensors': LoRA file not found"):
         load_spec(spec)
-    (tmp_path / "brand.safetensors").write_bytes(b"")
-    with pytest.raises(SpecError, match="18: lora=.*not applied by the engine's actors yet"):
-        load_spec(spec)
+    (tmp_path / "brand.safetensors").write_bytes(b"brand look")
+    batch = load_spec(spec)
+    assert {(s.lora, s.lora_scale) for s in batch.specs.values()} == {(str((tmp_path / "brand.safetensors").resolve()), 0.8)}
+    assert len({s.lora_digest for s in batch.specs.values()}) == 1
 
 
 # ------------------------------------------------------------------ whole batches on a local Ray

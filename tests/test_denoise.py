@@ -103,3 +103,36 @@ def test_decoding_in_chunks_equals_one_decode_of_the_whole_clip(tiny):
     assert len(pieces) == len(plan.windows) > 3
     assert np.array_equal(np.concatenate(pieces), to_uint8(whole[:75]))
     assert tiny.decoder._streams == {}, "the causal cache is dropped after the last chunk"
+
+
+def make_lora(folder):
+    """A LoRA for tiny-random's transformer with random, non-zero weights, saved as diffusers saves one."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    transformer = build_random_wan("tiny-random")["transformer"]
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    WanPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_a_lora_adapter_changes_the_frames_by_its_scale_and_leaves_others_alone(tmp_path):
+    lora = make_lora(tmp_path)
+    d = Denoiser("builtin:tiny-random")
+    task = WindowTask(0, 0, 3)
+    base = resolve({"prompt": "a red circle moving right", "frames": 9, **SMALL})
+    styled = resolve({"prompt": "a red circle moving right", "frames": 9, **SMALL, "lora": str(lora)})
+    assert styled.lora_digest and styled.lora == str(lora.resolve())
+    plain = d.window(base, task, {})["latents"]
+    with_lora = d.window(styled, task, {})["latents"]
+    assert np.abs(with_lora - plain).max() > 1e-3
+    off = resolve({"prompt": "a red circle moving right", "frames": 9, **SMALL, "lora": str(lora), "lora_scale": 0})
+    np.testing.assert_allclose(d.window(off, task, {})["latents"], plain, atol=1e-6)
+    np.testing.assert_array_equal(d.window(base, task, {})["latents"], plain)  # no LoRA after one: the base model
+    np.testing.assert_array_equal(d.window(styled, task, {})["latents"], with_lora)
+
+
+def test_a_missing_lora_is_a_request_error(tmp_path):
+    from videogen.errors import RequestError
+
+    with pytest.raises(RequestError, match="lora=.*no such file or folder"):
+        resolve({"prompt": "x", "lora": str(tmp_path / "nope.safetensors")})

@@ -33,6 +33,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", metavar="K", type=int, help="denoising steps")
     g.add_argument("--guidance", metavar="G", type=float, help="classifier-free guidance scale (1 turns it off)")
     g.add_argument("--negative", metavar="TEXT", help="negative prompt")
+    g.add_argument("--lora", metavar="PATH", help="a LoRA adapter (diffusers .safetensors file or folder) for a style")
+    g.add_argument("--lora-scale", metavar="X", type=float, help="strength of the LoRA adapter, 0 to 2 (default 1)")
     w = p.add_argument_group("windows")
     w.add_argument("--window", metavar="N", type=int, help="pixel frames per temporal window (4k+1 for Wan)")
     w.add_argument("--overlap", metavar="N", type=int, help="pixel frames neighbouring windows share (a multiple of 4 for Wan)")
@@ -59,7 +61,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
 
 REQUEST_FIELDS = (
     "model", "quality", "frames", "seconds", "fps", "width", "height", "seed", "steps",
-    "guidance", "negative", "window", "overlap", "keyframe_every", "blend",
+    "guidance", "negative", "window", "overlap", "keyframe_every", "blend", "lora", "lora_scale",
 )
 
 

@@ -195,7 +195,8 @@ def task_graph(plan: Plan) -> tuple[dict, dict]:
         deps[("window", w.index)] = tuple(("keyframes", d) for d in w.depends_on)
     for c, (start, stop) in enumerate(plan.decode_chunks):
         tasks[("decode", c)] = (start, stop)
-        previous = (("decode", c - 1),) if c else ()
+        # Chunk 0 waits for the preview too, so a clip's keyframe images always come before its frames.
+        previous = (("decode", c - 1),) if c else ((("preview", 0),) if plan.keyframe_tasks else ())
         deps[("decode", c)] = tuple(("window", w) for w in plan.windows_touching(start, stop)) + previous
     return tasks, deps
 
@@ -453,7 +454,8 @@ class Engine:
         job, spec, key = item.job, item.job.spec, item.key
         cache = str(self._cache_file(item)) if self.cache_dir is not None else None
         deps = [job.refs[d] for d in job.deps[key]]
-        job.bytes_moved += sum(job.sizes[d] for d in job.deps[key] if d[0] != "decode")  # chunk order, not data
+        # Decode chunks wait for the previous chunk (and the preview) only for their order, not their data.
+        job.bytes_moved += sum(job.sizes[d] for d in job.deps[key] if item.kind != "decode" or d[0] == "window")
         if item.kind == "keyframes":
             call = actor.keyframes.options(num_returns=2).remote(spec, job.tasks[key], cache, *deps)
         elif item.kind == "window":

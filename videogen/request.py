@@ -8,8 +8,11 @@ name the field and the value.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,6 +45,8 @@ class ClipRequest(BaseModel):
     overlap: int | None = Field(default=None, ge=0)
     keyframe_every: int | None = Field(default=None, ge=0)
     blend: BlendMethod = "cosine"
+    lora: str | None = None  # a LoRA adapter (diffusers format: .safetensors file or folder)
+    lora_scale: float = Field(default=1.0, ge=0, le=2, allow_inf_nan=False)
 
     @field_validator("prompt")
     @classmethod
@@ -91,6 +96,9 @@ class ClipSpec:
     vae_scale_temporal: int
     vae_scale_spatial: int
     latent_channels: int
+    lora: str | None = None  # absolute path
+    lora_scale: float = 1.0
+    lora_digest: str | None = None  # sha256 of the adapter's files: the cache key changes with them
 
     @property
     def latent_frames(self) -> int:
@@ -174,6 +182,13 @@ def resolve(request: ClipRequest | dict, model: ModelPreset | None = None) -> Cl
     if keyframe_every % t:
         raise RequestError("keyframe_every", keyframe_every, f"must be a multiple of {t} pixel frames for model {model.name}")
 
+    lora = lora_digest = None
+    if request.lora is not None:
+        lora_path = Path(request.lora).expanduser()
+        if not lora_path.exists():
+            raise RequestError("lora", request.lora, "no such file or folder")
+        lora, lora_digest = str(lora_path.resolve()), file_digest(lora_path)
+
     return ClipSpec(
         prompt=request.prompt,
         negative=request.negative,
@@ -193,4 +208,23 @@ def resolve(request: ClipRequest | dict, model: ModelPreset | None = None) -> Cl
         vae_scale_temporal=t,
         vae_scale_spatial=model.vae_scale_spatial,
         latent_channels=model.latent_channels,
+        lora=lora,
+        lora_scale=request.lora_scale,
+        lora_digest=lora_digest,
     )
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files in name order (re-hashed only when they change)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    parts = [f"{f.relative_to(path) if f != path else f.name}:{_digest(str(f), f.stat().st_mtime_ns, f.stat().st_size)}" for f in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

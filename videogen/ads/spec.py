@@ -317,6 +317,11 @@ def load_spec(path: str | Path, clip: dict | None = None) -> Batch:
     sizes = {f.name: generation_size(f, pixels, model) for f in formats}
     batch = Batch(spec, path, model, variants, formats, sizes)
     clip = spec.clip.model_dump(exclude_none=True)
+    if spec.lora is not None:
+        lora = base / spec.lora.path
+        if not lora.exists():
+            raise lines.error(("lora", "path"), spec.lora.path, "LoRA file not found")
+        clip.update(lora=str(lora.resolve()), lora_scale=spec.lora.scale)
     for v in variants:
         for seed in batch.seeds:
             for w, h in dict.fromkeys(sizes.values()):
@@ -327,7 +332,12 @@ def load_spec(path: str | Path, clip: dict | None = None) -> Batch:
         try:
             resolved[key] = resolve(request, model)
         except RequestError as e:
-            loc = ("clip", e.field) if e.field in clip else ("pixels",) if e.field in ("width", "height") else ("clip",)
+            loc = (
+                ("lora", "path") if e.field == "lora"
+                else ("clip", e.field) if e.field in clip
+                else ("pixels",) if e.field in ("width", "height")
+                else ("clip",)
+            )
             raise lines.error(loc, e.value, e.reason) from None
     batch.specs = {k: resolved[json.dumps(r, sort_keys=True)] for k, r in batch.clips.items()}
     any_spec = next(iter(resolved.values()))
@@ -366,10 +376,6 @@ def load_spec(path: str | Path, clip: dict | None = None) -> Batch:
                 loc = ("overlay", "logo", "path") if e.element == "logo" else ("overlay", e.element, "text")
                 value = {"headline": v.headline, "cta": v.cta}.get(e.element, overlay.logo and overlay.logo.path)
                 raise lines.error(loc, value, str(e)) from None
-    if spec.lora is not None:
-        if not (base / spec.lora.path).exists():
-            raise lines.error(("lora", "path"), spec.lora.path, "LoRA file not found")
-        raise lines.error(("lora",), spec.lora.path, "LoRA adapters are not applied by the engine's actors yet; remove the key")
 
     # 6. The scorer.
     if spec.scorer not in SCORERS:
