@@ -321,3 +321,10 @@ def test_a_batch_survives_a_killed_actor(engine, tmp_path):
     assert killed and pids[0] not in [i["pid"] for i in engine.actor_info()]
     assert report.clips == 8 and len(report.rows) == 4
     assert all((tmp_path / "out" / r["path"]).exists() for r in report.rows)
+
+
+def test_a_variant_the_prompt_policy_blocks_names_its_line_before_generation(tmp_path):
+    spec = write_spec(tmp_path, SPEC.replace("place: [beach]", "place: [beach, swastika flag]"))
+    with pytest.raises(SpecError, match=r"spec.yaml:\d+: template=.*blocked by the prompt policy \(hate_symbols\)"):
+        load_spec(spec)
+    assert load_spec(write_spec(tmp_path, SPEC.replace("place: [beach]", "place: [beach, gorgeous roof]")))

@@ -386,3 +386,11 @@ def test_cli_makes_boards_of_the_example(tmp_path):
     assert summary["shots"] == 5 and summary["made"] == ["1A", "1B", "2A", "3A", "4A"] and summary["from_cache"] == []
     assert summary["animatic_seconds"] == (16 + 19 + 26 + 16 + 16) / 8
     assert (out / "boards.png").exists() and (out / CACHE).is_dir() and (out / "storyboard.html").exists()
+
+
+def test_a_shot_the_prompt_policy_blocks_is_refused_with_its_category(tmp_path):
+    script = load_script(write(tmp_path, "gore.fountain", "INT. CELLAR - NIGHT\n\nThe floor is covered in gore.\n"))
+    with pytest.raises(RequestError, match=r"blocked by the prompt policy \(category: graphic_violence\) \(shot 1A\)"):
+        plan_shots(script, dict(SMALL))
+    near_miss = load_script(write(tmp_path, "gorgeous.fountain", "INT. CELLAR - NIGHT\n\nA gorgeous wine rack.\n"))
+    assert len(plan_shots(near_miss, dict(SMALL))[0]) == 1

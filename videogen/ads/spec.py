@@ -32,6 +32,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RequestError
 from ..presets import ModelPreset, Strict, resolve_model
+from ..policy import default_policy
 from ..request import BlendMethod, ClipSpec, resolve
 from .formats import FormatPreset, format_presets, generation_size, negative_presets
 from .overlay import OverlayError, OverlaySpec, layout, open_logo
@@ -322,7 +323,10 @@ def load_spec(path: str | Path, clip: dict | None = None) -> Batch:
         if not lora.exists():
             raise lines.error(("lora", "path"), spec.lora.path, "LoRA file not found")
         clip.update(lora=str(lora.resolve()), lora_scale=spec.lora.scale)
+    policy = default_policy()
     for v in variants:
+        if (category := policy.category(v.prompt)) is not None:
+            raise lines.error(("template",), v.prompt, f"blocked by the prompt policy ({category}) in variant {v.id}")
         for seed in batch.seeds:
             for w, h in dict.fromkeys(sizes.values()):
                 request = dict(clip, prompt=v.prompt, negative=negative, seed=seed, width=w, height=h)

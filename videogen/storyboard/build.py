@@ -40,6 +40,7 @@ from ..contact import contact_sheet
 from ..encode import write_mp4
 from ..errors import RequestError
 from ..presets import resolve_model
+from ..policy import default_policy
 from ..request import resolve
 from .animatic import animatic_frames, srt
 from .fountain import load_fountain
@@ -102,6 +103,7 @@ def plan_shots(script: Script, request: dict, style: str | None = None) -> tuple
     for shot in shots:
         r = {**request, "prompt": shot.prompt, "frames": shot.frames, "seed": shot.seed, "fps": fps}
         try:
+            default_policy().check(r)
             resolve(r, model)
         except RequestError as e:
             raise RequestError(e.field, e.value, f"{e.reason} (shot {shot.id})") from None
