@@ -2,7 +2,7 @@
 
 Two stages, in order, each resumable:
 
-1. **vae**: the `AutoencoderKLWan` learns to reconstruct 9-frame clips (L1 + MSE, a light KL);
+1. **vae**: the `AutoencoderKLWan` learns to reconstruct clips of 9 to 33 frames (L1 + MSE, a light KL);
    then the latents' per-channel mean and std are measured and written into its config, as Wan's
    VAE carries them.
 2. **dit**: the transformer and the text encoder learn flow matching on the frozen VAE's latents.
@@ -42,7 +42,10 @@ TASKS = ("t2v", "window", "keyframes")
 TASK_ODDS = (0.4, 0.3, 0.3)
 LATENT_LENGTHS = {"t2v": (5, 9), "window": (5, 9), "keyframes": (2, 3, 5)}  # latent frames per sample
 VAE_SHARE = 0.25  # of a time budget, for the VAE stage
-VAE_FRAMES = 9  # pixel frames per VAE training clip: a first frame and two groups of four
+# Pixel frames per VAE training clip, drawn per step. Wan's decoder carries a cache from latent
+# frame to latent frame: trained on 9-frame clips alone it breaks down after the third latent
+# frame, so longer clips are in the mix (with fewer per batch, for about the same cost).
+VAE_FRAMES = (9, 17, 33)
 EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an unconditional model
 KL_WEIGHT = 1e-6
 CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
@@ -83,14 +86,20 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
-def vae_batch(rng: np.random.Generator, batch: int, size: int) -> torch.Tensor:
-    """Clips (B, 3, `VAE_FRAMES`, H, W): stretches of clips of random length, so speeds vary."""
+def vae_batch(rng: np.random.Generator, batch: int, size: int, frames: int | None = None) -> torch.Tensor:
+    """Clips (B, 3, F, H, W): stretches of clips of random length, so speeds vary.
+
+    Args:
+        batch: clips of 9 frames; longer clips come fewer to a batch (9 * batch pixel frames in all).
+        frames: pixel frames per clip; default: drawn from `VAE_FRAMES`.
+    """
+    frames = frames or int(rng.choice(VAE_FRAMES))
     clips = []
-    for _ in range(batch):
+    for _ in range(max(1, batch * VAE_FRAMES[0] // frames)):
         scene = sample_scene(int(rng.integers(1 << 62)), "train")
-        groups = int(rng.integers(2, 33))  # the clip is 4 * groups + 1 pixel frames
-        start = 4 * int(rng.integers(0, groups - 1))
-        times = (start + np.arange(VAE_FRAMES)) / (4 * groups)
+        groups = int(rng.integers((frames - 1) // 4, 33))  # the clip is 4 * groups + 1 pixel frames
+        start = 4 * int(rng.integers(0, groups - (frames - 1) // 4 + 1))
+        times = (start + np.arange(frames)) / (4 * groups)
         clips.append(to_tensor(render(scene, times, size)))
     return torch.stack(clips)
 
@@ -204,7 +213,7 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
 def latent_statistics(vae, size: int, seed: int, clips: int = 64) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the VAE's latents over ``clips`` fresh clips."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
-    z = torch.cat([vae.encode(vae_batch(rng, 8, size)).latent_dist.mode() for _ in range(clips // 8)])
+    z = torch.cat([vae.encode(vae_batch(rng, 8, size, VAE_FRAMES[0])).latent_dist.mode() for _ in range(clips // 8)])
     dims = (0, 2, 3, 4)
     return z.mean(dim=dims).tolist(), z.std(dim=dims).clamp(min=1e-3).tolist()
 
