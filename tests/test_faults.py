@@ -10,6 +10,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from videogen import Engine
+from videogen.encode import read_mp4
 
 # 81 frames = 21 latent frames: 5 windows, 6 keyframes in 2 chunks.
 CLIP = dict(prompt="a red circle moving right", frames=81, width=32, height=32, steps=2, seed=5)
@@ -30,9 +31,9 @@ def gpu_node_ids():
     return {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0}
 
 
-def test_denoisers_only_on_gpu_nodes_and_decoders_anywhere(cluster):
-    with Engine(workers=2, threads_per_worker=1, decode_on="cpu") as engine:
-        result = engine.generate(CLIP)
+def test_denoisers_only_on_gpu_nodes_and_decoders_anywhere(cluster, tmp_path):
+    with Engine(workers=2, threads_per_worker=1, decode_on="cpu", encode_on="cluster") as engine:
+        result = engine.generate(CLIP, output=tmp_path / "clip.mp4")
         info = engine.actor_info()
     denoisers = [i for i in info if i["role"] == "denoiser"]
     decoders = [i for i in info if i["role"] == "decoder"]
@@ -40,6 +41,8 @@ def test_denoisers_only_on_gpu_nodes_and_decoders_anywhere(cluster):
     assert {i["node"] for i in denoisers} == gpu_node_ids(), "one denoiser per GPU node, none on the head"
     assert all(len(i["gpu_ids"]) == 1 for i in denoisers) and decoders[0]["gpu_ids"] == []
     assert result.frames.shape == (81, 32, 32, 3) and result.bytes_moved > 0
+    frames, _ = read_mp4(tmp_path / "clip.mp4")  # encoded in a Ray task, not in the driver
+    assert frames.shape == (81, 32, 32, 3) and (tmp_path / "clip.json").exists()
 
 
 def test_losing_a_node_mid_clip_redoes_only_its_tasks(cluster):

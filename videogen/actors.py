@@ -4,7 +4,8 @@ actor, and how actors are made.
 A denoiser actor loads its model once in ``__init__`` and then serves tasks from any number of
 clips. It asks Ray for a GPU (or a configurable fraction of one) when the cluster has GPUs, so it
 is placed only on GPU nodes, and runs on the CPU otherwise. A decoder actor holds only the VAE and
-asks for no GPU, so blending and decoding can run on CPU nodes while GPUs denoise.
+asks for no GPU, so blending and decoding can run on CPU nodes while GPUs denoise; so can MP4
+encoding, as a plain one-CPU task.
 
 Each task returns two objects: a small ``info`` dict the driver reads (seconds spent, payload
 bytes) and the payload, which the driver passes on by reference to the tasks that need it. Given a
@@ -109,3 +110,16 @@ def make_actor(source: str, gpu_dtype: str, threads: int | None, gpu_fraction: f
 def make_decoder(source: str, threads: int | None, cpus: float):
     """Start one CPU decoder actor (no GPU asked for)."""
     return ray.remote(DecoderWorker).options(num_cpus=cpus, num_gpus=0).remote(source, threads)
+
+
+def _encode_chunks(output: str, fps: int, metadata: dict, *chunks) -> str:
+    import numpy as np
+
+    from .encode import write_mp4
+
+    return str(write_mp4(np.concatenate(chunks), output, fps, metadata))
+
+
+def encode_task(output: str, fps: int, metadata: dict, *chunk_refs):
+    """Encode a clip's decoded chunks to MP4 in a one-CPU Ray task that asks for no GPU."""
+    return ray.remote(num_cpus=1, num_gpus=0)(_encode_chunks).remote(output, fps, metadata, *chunk_refs)

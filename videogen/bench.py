@@ -211,7 +211,7 @@ def run_bench(args) -> int:
     from .service.bench import measure_service
 
     say("\n5. Job service over HTTP on 127.0.0.1, 2 actors")
-    results["service"] = measure_service(request(clip_frames(2)), workers=2, jobs=10 if args.quick else 50, say=say)
+    results["service"] = measure_service(request(WINDOW), workers=2, jobs=10 if args.quick else 50, say=say)
     ray.shutdown()
     if args.json:
         print(json.dumps(results, indent=2))

@@ -49,6 +49,8 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-fraction", metavar="X", type=float, default=1.0, help="share of a GPU per actor when the cluster has GPUs")
     g.add_argument("--decode-on", choices=["denoisers", "cpu"], default="denoisers",
                    help="blend and decode on the denoiser actors, or on a VAE-only CPU actor (default denoisers)")
+    g.add_argument("--encode-on", choices=["driver", "cluster"], default="driver",
+                   help="encode MP4s in this process, or in a one-CPU task on any node (the output must be reachable there)")
     g.add_argument("--cache", metavar="DIR", default=None,
                    help="cache task results here; a re-run reads back what did not change (a shared folder on a cluster)")
 
@@ -56,7 +58,7 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
 def engine_kwargs(args: argparse.Namespace) -> dict:
     """`Engine` arguments from the cluster flags."""
     return dict(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction,
-                decode_on=args.decode_on, cache_dir=args.cache)
+                decode_on=args.decode_on, encode_on=args.encode_on, cache_dir=args.cache)
 
 
 REQUEST_FIELDS = (

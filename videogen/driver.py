@@ -48,7 +48,7 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError
 
 from . import __version__
-from .actors import make_actor, make_decoder
+from .actors import encode_task, make_actor, make_decoder
 from .cache import cache_path, load_payload, payload_nbytes, task_key
 from .encode import check_output_path, write_mp4
 from .plan import Plan, make_plan
@@ -226,6 +226,8 @@ class Engine:
         decode_on: ``denoisers`` (blend and decode on the denoiser actors) or ``cpu`` (on
             separate VAE-only actors that ask for no GPU).
         decoders: how many VAE-only actors per model, with ``decode_on="cpu"``.
+        encode_on: ``driver`` (MP4s are encoded in this process) or ``cluster`` (in a one-CPU,
+            no-GPU Ray task on any node; the output must then be a path or URL that node can write).
     """
 
     def __init__(
@@ -238,6 +240,7 @@ class Engine:
         cache_dir: str | os.PathLike | None = None,
         decode_on: str = "denoisers",
         decoders: int = 1,
+        encode_on: str = "driver",
     ):
         if workers < 1:
             raise ValueError(f"workers={workers}: must be at least 1")
@@ -245,6 +248,9 @@ class Engine:
             raise ValueError(f"gpu_fraction={gpu_fraction}: must be in (0, 1]")
         if decode_on not in ("denoisers", "cpu"):
             raise ValueError(f"decode_on={decode_on!r}: choose 'denoisers' or 'cpu'")
+        if encode_on not in ("driver", "cluster"):
+            raise ValueError(f"encode_on={encode_on!r}: choose 'driver' or 'cluster'")
+        self.encode_on = encode_on
         self.workers = workers
         self.gpu_fraction = gpu_fraction
         self.cpus_per_worker = cpus_per_worker
@@ -543,14 +549,16 @@ class Engine:
         chunks = [k for k in item.job.tasks if k[0] == "decode"]
         return all(cache_path(self.cache_dir, item.job.keys[k]).exists() for k in chunks)
 
-    @staticmethod
-    def _pick(item: _Task, idle: list):
-        """An idle actor for the task: any, except that a clip's decode chunks after the first go to
-        the actor holding the clip's VAE cache."""
+    def _pick(self, item: _Task, idle: list):
+        """An idle actor for the task. A clip's decode chunks after the first go to the actor holding
+        the clip's VAE cache; other tasks prefer actors that hold no unfinished decode, which keeps
+        those free for their next chunk."""
         if item.kind == "decode" and item.key[1] > 0:
             holder = item.job.producers.get(("decode", item.key[1] - 1))
             return holder if holder in idle else None
-        return idle[0] if idle else None
+        holders = {job.producers.get(k) for job in self._jobs if not job.encoded for k in job.refs if k[0] == "decode"}
+        free = [a for a in idle if a not in holders]
+        return (free or idle or [None])[0]
 
     def _finish(self, ref) -> None:
         item, actor, payload = self._inflight.pop(ref)
@@ -631,8 +639,10 @@ class Engine:
 
     def _encode(self, job: ClipJob, chunk_refs: list) -> None:
         try:
+            if job.output is not None and self.encode_on == "cluster":
+                ray.get(encode_task(str(job.output), job.spec.fps, self.metadata(job), *chunk_refs))
             frames = np.concatenate(ray.get(chunk_refs))
-            if job.output is not None:
+            if job.output is not None and self.encode_on == "driver":
                 write_mp4(frames, job.output, job.spec.fps, self.metadata(job))
             with self._lock:
                 job.encoded = True

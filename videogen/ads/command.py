@@ -13,9 +13,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import dry_run, run_batch
     from .spec import ClipFields, load_spec
 
-    for name in ("width", "height", "seed", "negative"):
+    for name in ("width", "height", "seed", "negative", "lora", "lora_scale"):
         if getattr(args, name) is not None:
-            raise RequestError(name, getattr(args, name), "is set by the spec (pixels, seed, negatives) and its formats")
+            raise RequestError(name, getattr(args, name), "is set by the spec (pixels, seed, negatives, lora) and its formats")
     overrides = {k: getattr(args, k) for k in ClipFields.model_fields if getattr(args, k, None) is not None}
     # Everything is checked before Ray starts: bad input fails in a second and writes nothing.
     batch = load_spec(args.spec, overrides)
@@ -26,6 +26,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise RequestError("output", str(out_dir), "exists and is not a folder")
 
+    from ..cli import engine_kwargs
     from ..driver import Engine
 
     def on_event(kind: str, info: dict) -> None:
@@ -33,8 +34,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             print(f"{info['variant']}: kept seed {', '.join(map(str, info['kept']))}; "
                   f"{len(info['rows'])} MP4s", file=sys.stderr)
 
-    cache = Path(args.cache_dir) if args.cache_dir else out_dir / ".cache"
-    with Engine(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction, cache_dir=cache) as engine:
+    with Engine(**(engine_kwargs(args) | {"cache_dir": args.cache or out_dir / ".cache"})) as engine:
         report = run_batch(batch, out_dir, engine, on_event=on_event)
     summary = report.summary()
     if args.json:
@@ -60,7 +60,6 @@ def add_command(sub) -> None:
     p.add_argument("spec", help="the batch spec (YAML)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (a re-run skips finished variants)")
     p.add_argument("--dry-run", action="store_true", help="print the matrix, the clip count and the estimated cost; generate nothing")
-    p.add_argument("--cache-dir", metavar="DIR", help="task cache (default DIR/.cache)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_engine_flags(p)  # clip flags replace the spec's clip settings
     add_cluster_flags(p)
