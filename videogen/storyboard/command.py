@@ -16,7 +16,7 @@ def add_command(sub) -> None:
         help="a screenplay or shot list in; shot list, boards, clips and an animatic out",
         description="Turn a Fountain screenplay or a YAML shot list into a storyboard folder: shots.csv, "
                     "shots.yaml, boards.png, one MP4 per shot, animatic.mp4 (+ .srt) and storyboard.html.",
-        epilog="example: videogen storyboard configs/storyboards/harbour.fountain -o harbour --boards-only",
+        epilog="example: videogen storyboard examples/storyboard/harbour.fountain -o harbour --boards-only",
     )
     p.add_argument("script", help="a .fountain screenplay or a .yaml shot list")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the storyboard folder (new, empty, or an earlier storyboard)")
