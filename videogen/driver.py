@@ -33,6 +33,7 @@ needed (``redone_tasks`` counts them); nothing else is recomputed.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import threading
@@ -206,6 +207,7 @@ class _Task:
     sort_key: tuple
     job: ClipJob = field(compare=False)
     key: TaskKey = field(compare=False)
+    cache_checked: bool = field(default=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -276,6 +278,7 @@ class Engine:
         self._actors: dict[tuple, list] = {}  # pool -> all its actors
         self._gpu_dtype: dict[str, str] = {}  # source -> dtype name its denoisers use on GPUs
         self._jobs: set[ClipJob] = set()  # submitted and not finished
+        self._decoding: dict[ClipJob, object] = {}  # clip -> the actor holding its VAE cache, until encoded
         self._ready: list[_Task] = []
         self._inflight: dict = {}  # info ObjectRef -> (_Task, actor, payload ref)
         self._lock = threading.Condition()
@@ -450,8 +453,7 @@ class Engine:
             # queueing up behind them for one actor at the end.
             order = {"keyframes": 0, "preview": 1, "decode": 2, "window": 3}[key[0]]
             job.queued.add(key)
-            self._ready.append(_Task((-job.priority, job.seq, order, key[1]), job, key))
-            self._ready.sort()
+            bisect.insort(self._ready, _Task((-job.priority, job.seq, order, key[1]), job, key))
 
     def _cache_file(self, item: _Task) -> Path | None:
         return None if self.cache_dir is None else cache_path(self.cache_dir, item.job.keys[item.key])
@@ -525,7 +527,8 @@ class Engine:
                     # input is made again.
                     job.queued.discard(item.key)
                     continue
-                cached = self._cache_file(item)
+                cached = None if item.cache_checked else self._cache_file(item)
+                item.cache_checked = True  # look in the cache once per queued task, not on every pass
                 if cached is not None and cached.exists() and self._readable(item):
                     job.cached_tasks += 1
                     payload = load_payload(cached)
@@ -556,7 +559,7 @@ class Engine:
         if item.kind == "decode" and item.key[1] > 0:
             holder = item.job.producers.get(("decode", item.key[1] - 1))
             return holder if holder in idle else None
-        holders = {job.producers.get(k) for job in self._jobs if not job.encoded for k in job.refs if k[0] == "decode"}
+        holders = set(self._decoding.values())
         free = [a for a in idle if a not in holders]
         return (free or idle or [None])[0]
 
@@ -621,6 +624,8 @@ class Engine:
                 self._enter_stage(job, "decode")
         elif item.kind == "decode":
             job.bytes_moved += info["bytes"]
+            if actor is not None:
+                self._decoding[job] = actor
             chunks = [k for k in job.tasks if k[0] == "decode"]
             if all(k in job.refs for k in chunks):
                 if job.stage != "decode":
@@ -655,6 +660,7 @@ class Engine:
 
     def _succeed(self, job: ClipJob, frames: np.ndarray) -> None:
         self._jobs.discard(job)
+        self._decoding.pop(job, None)
         job.future.set_result(
             ClipResult(
                 job.id,
@@ -705,6 +711,7 @@ class Engine:
 
     def _fail(self, job: ClipJob, error: BaseException) -> None:
         self._jobs.discard(job)
+        self._decoding.pop(job, None)
         if not job.future.done():
             job.stage = "canceled" if isinstance(error, JobCanceled) else "failed"
             job.future.set_exception(error)
