@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-from transformers import UMT5Config, UMT5EncoderModel
 
+from .model import small_text_encoder
 from .shapes import vocabulary
 from .text import build_word_tokenizer
 
@@ -61,18 +61,7 @@ def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) 
         scale_factor_spatial=4,
     )
     tokenizer = build_word_tokenizer(vocabulary())
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=config.text_dim,
-            d_kv=16,
-            d_ff=4 * config.text_dim,
-            num_layers=config.text_layers,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-        )
-    )
+    text_encoder = small_text_encoder(len(tokenizer), config.text_dim, config.text_layers, d_kv=16, d_ff=4 * config.text_dim)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=config.heads,

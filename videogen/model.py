@@ -35,7 +35,9 @@ class VideoModel(Protocol):
     in_channels: int
     dtype: torch.dtype
     device: torch.device
+    decoder: "WanVAE"  # what decode actors and the denoiser's decode chunks use
 
+    def use_lora(self, path: str | None, digest: str | None, scale: float) -> None: ...
     def encode_prompt(self, prompt: str, negative: str, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]: ...
     def new_scheduler(self): ...
     def predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor: ...
@@ -71,6 +73,22 @@ RANDOM_SHAPES = {
 }
 
 
+def small_text_encoder(vocab_size: int, width: int, layers: int, d_kv: int, d_ff: int) -> UMT5EncoderModel:
+    """A UMT5 encoder of the given size, 4 heads, no dropout: the text encoder of built-in models."""
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab_size,
+            d_model=width,
+            d_kv=d_kv,
+            d_ff=d_ff,
+            num_layers=layers,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+        )
+    )
+
+
 def build_random_wan(shape_name: str) -> dict:
     """Wan components with random weights, seeded so every build is identical."""
     s = RANDOM_SHAPES[shape_name]
@@ -84,18 +102,7 @@ def build_random_wan(shape_name: str) -> dict:
     )
     torch.manual_seed(0)
     tokenizer = build_word_tokenizer(BASIC_WORDS)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=s.text_dim,
-            d_kv=8,
-            d_ff=64,
-            num_layers=s.text_layers,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-        )
-    )
+    text_encoder = small_text_encoder(len(tokenizer), s.text_dim, s.text_layers, d_kv=8, d_ff=64)
     transformer_config = dict(
         patch_size=(1, 2, 2),
         num_attention_heads=s.heads,
@@ -231,7 +238,7 @@ class WanModel:
         self.device = torch.device(device)
         self.dtype = dtype
         modules = [n for n in ("text_encoder", "transformer", "transformer_2") if components.get(n) is not None]
-        for name in (*modules, "vae"):
+        for name in modules:  # the VAE is set up by WanVAE
             # Built-in-code models start in training mode; eval() turns T5's dropout off.
             components[name].eval().requires_grad_(False)
         for name in modules:
@@ -243,6 +250,7 @@ class WanModel:
         ratio = self.pipe.config.boundary_ratio
         self.boundary = None if ratio is None else ratio * self.pipe.scheduler.config.num_train_timesteps
         self.vae = self.pipe.vae
+        self._adapters: set[str] = set()  # LoRA adapters loaded into the transformer(s)
         self.latent_channels = self.vae.config.z_dim
         self.in_channels = self.transformer.config.in_channels
 
@@ -262,6 +270,29 @@ class WanModel:
         )
         negative_embeds = negative_embeds.to(self.dtype) if negative_embeds is not None else None
         return embeds.to(self.dtype), negative_embeds
+
+    def use_lora(self, path: str | None, digest: str | None, scale: float) -> None:
+        """Switch the transformer(s) to a LoRA adapter, loaded once and named by its content, or to none.
+
+        Args:
+            path: a diffusers LoRA ``.safetensors`` file or folder; None for the base model.
+            digest: the adapter's content hash (adapters are kept by it, so an edited file reloads).
+            scale: the adapter's strength.
+        """
+        if path is None:
+            if self._adapters:
+                self.pipe.disable_lora()
+            return
+        name = f"lora_{digest[:16]}"
+        if name not in self._adapters:
+            file = Path(path)
+            if file.is_file():
+                self.pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=name)
+            else:
+                self.pipe.load_lora_weights(str(file), adapter_name=name)
+            self._adapters.add(name)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([name], [scale])
 
     def new_scheduler(self):
         """A fresh scheduler: schedulers keep per-run state (step index, multistep history)."""

@@ -95,16 +95,20 @@ def load_yaml(path: Path, schema: type[Strict]) -> Strict:
         raise ValueError(f"{path}: {key}={err.get('input')!r}: {err['msg']}") from None
 
 
+def load_presets(folder: str, schema: type[Strict]) -> dict:
+    """Every ``configs/<folder>/*.yaml`` loaded into ``schema``, by its ``name``."""
+    presets = [load_yaml(p, schema) for p in sorted((configs_dir() / folder).glob("*.yaml"))]
+    return {p.name: p for p in presets}
+
+
 @lru_cache(maxsize=None)
 def model_presets() -> dict[str, ModelPreset]:
-    presets = [load_yaml(p, ModelPreset) for p in sorted((configs_dir() / "models").glob("*.yaml"))]
-    return {p.name: p for p in presets}
+    return load_presets("models", ModelPreset)
 
 
 @lru_cache(maxsize=None)
 def quality_presets() -> dict[str, QualityPreset]:
-    presets = [load_yaml(p, QualityPreset) for p in sorted((configs_dir() / "quality").glob("*.yaml"))]
-    return {p.name: p for p in presets}
+    return load_presets("quality", QualityPreset)
 
 
 def quality_preset(name: str) -> QualityPreset:

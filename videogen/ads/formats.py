@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
-from ..presets import ModelPreset, Strict, configs_dir, load_yaml
+from ..presets import ModelPreset, Strict, load_presets
 
 
 class SafeArea(Strict):
@@ -65,14 +65,12 @@ class NegativePreset(Strict):
 
 @lru_cache(maxsize=None)
 def format_presets() -> dict[str, FormatPreset]:
-    presets = [load_yaml(p, FormatPreset) for p in sorted((configs_dir() / "formats").glob("*.yaml"))]
-    return {p.name: p for p in presets}
+    return load_presets("formats", FormatPreset)
 
 
 @lru_cache(maxsize=None)
 def negative_presets() -> dict[str, NegativePreset]:
-    presets = [load_yaml(p, NegativePreset) for p in sorted((configs_dir() / "negatives").glob("*.yaml"))]
-    return {p.name: p for p in presets}
+    return load_presets("negatives", NegativePreset)
 
 
 def generation_size(fmt: FormatPreset, pixels: int, model: ModelPreset) -> tuple[int, int]:
