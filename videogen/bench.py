@@ -78,13 +78,10 @@ def matmul_rate(threads: int) -> float:
     return 2 * n**3 / best
 
 
-def transformer_flops(shape: str, latent_frames: int) -> float:
+def transformer_flops(transformer: torch.nn.Module, latent_frames: int) -> float:
     """FLOPs of one transformer forward on ``latent_frames`` frames, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .model import build_random_wan
-
-    transformer = build_random_wan(shape)["transformer"].eval()
     s = SIZE // 8
     x = torch.zeros(1, transformer.config.in_channels, latent_frames, s, s)
     text = torch.zeros(1, 512, transformer.config.text_dim)
@@ -196,8 +193,11 @@ def run_bench(args) -> int:
 
     plan = make_plan(latent_length(frames8, 4), latent_length(WINDOW, 4), OVERLAP // 4, KEYFRAME_EVERY // 4)
     forwards = STEPS * (2 if GUIDANCE > 1 else 1)
-    flops = sum(transformer_flops(shape, len(t.positions)) for t in plan.keyframe_tasks)
-    flops += sum(transformer_flops(shape, w.length) for w in plan.windows)
+    from .model import build_random_wan
+
+    transformer = build_random_wan(shape)["transformer"].eval()
+    flops = sum(transformer_flops(transformer, len(t.positions)) for t in plan.keyframe_tasks)
+    flops += sum(transformer_flops(transformer, w.length) for w in plan.windows)
     flops *= forwards
     rate = matmul_rate(1)
     floor = flops / rate

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,25 +57,6 @@ class Denoiser:
         self.model: VideoModel = load_model(source, device, dtype)
         self.decoder = Decoder(self.model.decoder)
         self._embeds: OrderedDict[tuple, tuple] = OrderedDict()
-        self._adapters: set[str] = set()  # LoRA adapters loaded into the transformer(s)
-
-    def use_lora(self, spec: ClipSpec) -> None:
-        """Switch the transformer to the clip's LoRA adapter (loaded once, by content) or to none."""
-        pipe = self.model.pipe
-        if spec.lora is None:
-            if self._adapters:
-                pipe.disable_lora()
-            return
-        name = f"lora_{spec.lora_digest[:16]}"
-        if name not in self._adapters:
-            path = Path(spec.lora)
-            if path.is_file():
-                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
-            else:
-                pipe.load_lora_weights(str(path), adapter_name=name)
-            self._adapters.add(name)
-        pipe.enable_lora()
-        pipe.set_adapters([name], [spec.lora_scale])
 
     def embeds(self, spec: ClipSpec) -> tuple:
         """Prompt embeddings, cached per (prompt, negative, guidance on/off) across tasks and clips."""
@@ -115,7 +95,7 @@ class Denoiser:
             condition = torch.cat([mask, x0], dim=1)
 
         embeds = self.embeds(spec)
-        self.use_lora(spec)
+        model.use_lora(spec.lora, spec.lora_digest, spec.lora_scale)
         scheduler = model.new_scheduler()
         scheduler.set_timesteps(spec.steps, device=device)
         scheduler.set_begin_index(0)
