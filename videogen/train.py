@@ -42,10 +42,12 @@ TASKS = ("t2v", "window", "keyframes")
 TASK_ODDS = (0.4, 0.3, 0.3)
 LATENT_LENGTHS = {"t2v": (5, 9), "window": (5, 9), "keyframes": (2, 3, 5)}  # latent frames per sample
 VAE_SHARE = 0.25  # of a time budget, for the VAE stage
-# Pixel frames per VAE training clip, drawn per step. Wan's decoder carries a cache from latent
-# frame to latent frame: trained on 9-frame clips alone it breaks down after the third latent
-# frame, so longer clips are in the mix (with fewer per batch, for about the same cost).
-VAE_FRAMES = (9, 17, 33)
+# Pixel frames per VAE training clip, drawn per step. Wan's VAE is causal and carries a cache from
+# latent frame to latent frame; one latent frame's influence reaches about 26 latent frames (~100
+# pixel frames) further on. Trained on short clips alone, it drifts on long ones (a 97-frame clip
+# was off by 38 levels on average), so clips up to 129 frames (33 latent frames, an 8-window draft
+# clip) are in the mix, fewer to a batch.
+VAE_FRAMES = (9, 17, 33, 65, 129)
 EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an unconditional model
 KL_WEIGHT = 1e-6
 CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
