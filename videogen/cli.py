@@ -143,12 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="measure overhead, length scaling, parallelism and the compute floor",
+        help="measure overhead, length scaling, parallelism, the compute floor, the job service and an ad batch",
         description="Time videogen against diffusers' WanPipeline side by side in one run and print ratios.",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and shorter clips (a smoke run)")
     bench.add_argument("--model", default="bench-cpu", metavar="NAME", help="a built-in random-weight preset to time (default bench-cpu)")
+    bench.add_argument("--sections", nargs="+", type=int, choices=range(1, 7), default=list(range(1, 7)), metavar="N",
+                       help="sections to run (default all): 1 overhead, 2 length, 3 parallelism, 4 compute floor (needs 3), "
+                            "5 job service, 6 ad batch")
     bench.set_defaults(func=cmd_bench)
 
     # Commands of the other workflows register themselves here, one line each.
