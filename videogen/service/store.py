@@ -3,6 +3,10 @@
 Every state change is one transaction, so a job read back after a crash is a whole record in
 one state: queued, running, succeeded, failed or canceled. WAL mode lets the API read while the
 runner writes. Times are Unix seconds.
+
+A job's ``kind`` is ``clip`` (``request`` holds the clip request), ``storyboard`` or ``batch``
+(``request`` holds the submitted document verbatim: the script or spec text and its options).
+``output`` is the MP4 of a clip, or the folder of a storyboard or batch.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 FINAL = ("succeeded", "failed", "canceled")
+KINDS = ("clip", "storyboard", "batch")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,11 +44,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     error           TEXT,
     output          TEXT,
     preview         TEXT,
+    kind            TEXT NOT NULL DEFAULT 'clip',
+    title           TEXT,
     UNIQUE (client, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_client ON jobs (client, seq);
 """
+# Columns added since the first schema, with their definitions: a database file written before
+# them gets them at open, every old row a clip job.
+_ADDED = {
+    "kind": "TEXT NOT NULL DEFAULT 'clip'",
+    "title": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class JobRecord:
     error: str | None
     output: str | None
     preview: str | None
+    kind: str = "clip"
+    title: str | None = None  # a storyboard's or batch's one-line description (a clip shows its prompt)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
@@ -93,6 +108,10 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each checkpoint, never corrupt
         with self._lock:
             self._db.executescript(_SCHEMA)
+            have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, definition in _ADDED.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -116,18 +135,24 @@ class JobStore:
     # ---------------------------------------------------------------- writes
 
     def add(self, client: str, request: dict, priority: int = 0, webhook_url: str | None = None,
-            idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+            idempotency_key: str | None = None, kind: str = "clip", title: str | None = None) -> tuple[JobRecord, bool]:
         """Queue a job; with an idempotency key the client already used, return that job instead.
 
+        Args:
+            request: a clip request, or a storyboard's or batch's document (see the module docstring).
+            kind: one of `KINDS`.
+            title: a one-line description for job lists.
         Returns:
             (the job, True if it was created now).
         """
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
         job_id = uuid.uuid4().hex[:16]
         try:
             self._write(
-                "INSERT INTO jobs (id, client, request, priority, webhook_url, idempotency_key, status, stage, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'queued', 'queued', ?)",
-                (job_id, client, json.dumps(request), priority, webhook_url, idempotency_key, time.time()),
+                "INSERT INTO jobs (id, client, request, priority, webhook_url, idempotency_key, status, stage, created, kind, title)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'queued', 'queued', ?, ?, ?)",
+                (job_id, client, json.dumps(request), priority, webhook_url, idempotency_key, time.time(), kind, title),
             )
         except sqlite3.IntegrityError:
             if idempotency_key is None:
