@@ -5,6 +5,10 @@ gets a few more jobs than it has actors (``slots``), so one clip's encode or pre
 an actor idle. Progress, the keyframe preview and the end of each job are written to the store
 as they happen; a webhook, when given, is called when the job ends.
 
+A storyboard or batch job takes one slot: its builder runs in a thread of its own
+(`documents.DocumentRun`) and sends all its clips to the same engine, so they share the actor pool
+with every other job. Its folder appears whole at ``data_dir/outputs/<id>``.
+
 The engine's task cache lives under the data folder: a job that was running when the service
 stopped is queued again at start-up and resumes with its finished tasks read back, so its output
 equals an uninterrupted run's.
@@ -24,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..encode import atomic_path
+from .documents import DocumentRun
 from .queue import next_jobs
 from .store import JobRecord, JobStore
 
@@ -63,7 +68,7 @@ class Runner:
 
     Args:
         store: the job store.
-        data_dir: videos, previews and the task cache go under it.
+        data_dir: videos, previews, storyboard and batch folders, and the task cache go under it.
         config: a `RunnerConfig`.
     """
 
@@ -73,11 +78,13 @@ class Runner:
         self.cache = Path(data_dir) / "cache"
         self.videos = Path(data_dir) / "videos"
         self.previews = Path(data_dir) / "previews"
-        self.videos.mkdir(parents=True, exist_ok=True)
-        self.previews.mkdir(parents=True, exist_ok=True)
+        self.outputs = Path(data_dir) / "outputs"  # a storyboard's or batch's folder, by job id
+        self.inputs = Path(data_dir) / "inputs"  # its document, written out to be read as the CLI reads files
+        for folder in (self.videos, self.previews, self.outputs, self.inputs):
+            folder.mkdir(parents=True, exist_ok=True)
         self.slots = config.slots or 2 * config.workers
         self.engine = None
-        self._active: dict[str, object] = {}  # store job id -> ClipJob
+        self._active: dict[str, object] = {}  # store job id -> ClipJob or DocumentRun
         self._lock = threading.Condition()
         self._stopped = False
         self._woken = False
@@ -105,7 +112,7 @@ class Runner:
         with self._lock:
             clip = self._active.get(job_id)
         if clip is not None:
-            clip.cancel()  # the engine fails the clip with JobCanceled; `_done` calls the webhook
+            clip.cancel()  # the engine fails the clip (or a document's clips) with JobCanceled; `_end` calls the webhook
         else:
             self._notify(job_id)
         self.wake()
@@ -142,6 +149,9 @@ class Runner:
     def _start(self, job: JobRecord) -> None:
         if not self.store.start(job.id):
             return
+        if job.kind != "clip":
+            self._start_document(job)
+            return
         output = self.videos / f"{job.id}.mp4"
         submitted = []  # the engine's job, once submit returns; the preview may come after the clip ends
 
@@ -161,6 +171,31 @@ class Runner:
         with self._lock:
             self._active[job.id] = clip
         clip.future.add_done_callback(lambda _f, job_id=job.id: self._done(job_id))
+
+    def _start_document(self, job: JobRecord) -> None:
+        run = DocumentRun(job, self.engine, self.inputs / job.id, self.outputs / job.id,
+                          on_progress=lambda stage, fraction: self.store.progress(job.id, stage, fraction))
+        with self._lock:
+            self._active[job.id] = run
+        threading.Thread(target=self._run_document, args=(job.id, run), name=f"videogen-{job.kind}", daemon=True).start()
+
+    def _run_document(self, job_id: str, run: DocumentRun) -> None:
+        try:
+            result = run.run()
+        except Exception as e:
+            with self._lock:
+                if self._stopped:  # shutting down: the job stays running in the store and resumes at restart
+                    return
+            run.discard()
+            if run.canceled:
+                self._end(job_id, "canceled", actor_seconds=run.engine.actor_seconds)
+            else:
+                self._end(job_id, "failed", actor_seconds=run.engine.actor_seconds, error=f"{type(e).__name__}: {e}")
+            return
+        if result.preview is not None:
+            self.store.set_preview(job_id, str(result.preview))
+        self._end(job_id, "succeeded", actor_seconds=result.actor_seconds, cached_tasks=result.cached_tasks,
+                  output=str(result.folder))
 
     def _save_preview(self, job_id: str, clip) -> None:
         if clip.preview is None:
