@@ -9,9 +9,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..encode import atomic_path
+from ..errors import RequestError
 
 FINAL = ("succeeded", "failed", "canceled")
 
@@ -64,7 +65,12 @@ class JobClient:
 
     def submit(self, request: dict, priority: int = 0, webhook_url: str | None = None,
                idempotency_key: str | None = None) -> dict:
-        """Queue a clip request (the engine's fields); returns the job."""
+        """Queue a job; returns it.
+
+        Args:
+            request: a clip request (the engine's fields), or a storyboard's or batch's document
+                with its ``kind`` (see `app.StoryboardBody` and `app.BatchBody`).
+        """
         body = dict(request, priority=priority)
         if webhook_url:
             body["webhook_url"] = webhook_url
@@ -97,4 +103,40 @@ class JobClient:
         with self._open("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/video") as response, atomic_path(out, ".mp4") as tmp:
             with open(tmp, "wb") as f:
                 shutil.copyfileobj(response, f)
+        return out
+
+    def files(self, job_id: str) -> list[dict]:
+        """A finished job's files: ``[{path, bytes, url}]``."""
+        return self._json("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/files")["files"]
+
+    def fetch_files(self, job_id: str, output: str | os.PathLike) -> Path:
+        """Download every file of a finished storyboard or batch into the folder ``output``.
+
+        The folder is filled under a hidden name beside it and renamed into place at the end, so
+        an interrupted download never leaves a folder that looks complete.
+
+        Raises:
+            RequestError: ``output`` exists and is not an empty folder.
+        """
+        out = Path(output)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise RequestError("output", str(out), "exists and is not an empty folder; give a new one")
+        staging = out.absolute().parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir()
+            for entry in self.files(job_id):
+                name = PurePosixPath(entry["path"])
+                if name.is_absolute() or ".." in name.parts:  # never write outside the folder, whatever a server says
+                    raise ApiClientError(0, f"the server named a file outside the job's folder: {entry['path']!r}")
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self._open("GET", urllib.parse.quote(entry["url"])) as response, open(target, "wb") as f:
+                    shutil.copyfileobj(response, f)
+            if out.exists():
+                out.rmdir()
+            os.replace(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return out
