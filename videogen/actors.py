@@ -112,14 +112,14 @@ def make_decoder(source: str, threads: int | None, cpus: float):
     return ray.remote(DecoderWorker).options(num_cpus=cpus, num_gpus=0).remote(source, threads)
 
 
-def _encode_chunks(output: str, fps: int, metadata: dict, *chunks) -> str:
+def _encode_chunks(output: str, fps: int, metadata: dict, view, *chunks) -> str:
     import numpy as np
 
     from .encode import write_mp4
 
-    return str(write_mp4(np.concatenate(chunks), output, fps, metadata))
+    return str(write_mp4(np.concatenate(chunks), output, fps, metadata, view))
 
 
-def encode_task(output: str, fps: int, metadata: dict, *chunk_refs):
+def encode_task(output: str, fps: int, metadata: dict, view, *chunk_refs):
     """Encode a clip's decoded chunks to MP4 in a one-CPU Ray task that asks for no GPU."""
-    return ray.remote(num_cpus=1, num_gpus=0)(_encode_chunks).remote(output, fps, metadata, *chunk_refs)
+    return ray.remote(num_cpus=1, num_gpus=0)(_encode_chunks).remote(output, fps, metadata, view, *chunk_refs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import RequestError
 
@@ -21,7 +22,7 @@ class Parser(argparse.ArgumentParser):
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The clip request's fields as flags (shared by every command that makes clips)."""
     g = p.add_argument_group("clip")
-    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: tiny-random)")
+    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: miniature, the built-in model)")
     g.add_argument("--quality", metavar="NAME", default=None, help="quality preset: draft, standard, high (default: the model's)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--frames", metavar="N", type=int, help="clip length in pixel frames")
@@ -78,14 +79,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .encode import check_output_path
     from .policy import default_policy
-    from .presets import resolve_model
+    from .presets import DEFAULT_MODEL, resolve_model
     from .request import resolve
 
     request = request_from_args(args)
     # Check everything before starting Ray, so bad input fails in a second and leaves nothing.
     default_policy().check(request)
-    resolve(request, resolve_model(request.get("model", "tiny-random")))
+    resolve(request, resolve_model(request.get("model", DEFAULT_MODEL)))
     check_output_path(args.output)
+    if args.strip is not None:
+        if args.strip.suffix.lower() != ".png":
+            raise RequestError("strip", str(args.strip), "must end in .png")
+        if not (args.strip.parent if str(args.strip.parent) else Path(".")).is_dir():
+            raise RequestError("strip", str(args.strip), "its folder does not exist")
 
     from .driver import Engine
 
@@ -107,6 +113,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.close()
     summary = result.summary()
     summary["ray_start_seconds"] = round(ray_start, 3)
+    if args.strip:
+        from .contact import frame_strip
+        from .encode import atomic_path, read_mp4
+
+        frames, info = read_mp4(result.path)
+        with atomic_path(args.strip, ".png") as tmp:
+            frame_strip(frames, info["fps"], title=result.spec.prompt).save(tmp, format="PNG")
+        summary["strip"] = str(args.strip)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -138,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", required=True, metavar="OUT.mp4", help="output .mp4 path")
     add_engine_flags(gen)
     add_cluster_flags(gen)
+    gen.add_argument("--strip", metavar="STRIP.png", type=Path, help="also write 8 evenly spaced frames side by side as a PNG")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of a progress bar")
     gen.set_defaults(func=cmd_generate)
 

@@ -119,3 +119,15 @@ def contact_sheet(
                     ty += line_height
         y += row_heights[r] + gap
     return sheet
+
+
+def frame_strip(frames: np.ndarray, fps: float, count: int = 8, cell_width: int = 128, title: str | None = None) -> Image.Image:
+    """``count`` evenly spaced frames of a clip in one row, each captioned with its time.
+
+    Args:
+        frames: uint8 (F, H, W, 3), e.g. an MP4 read back with `videogen.encode.read_mp4`.
+        fps: the clip's frame rate, for the captions.
+    """
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
+    return contact_sheet([frames[i] for i in picks], [f"{i / fps:.1f} s" for i in picks], columns=len(picks),
+                         cell_width=cell_width, caption_lines=1, title=title)

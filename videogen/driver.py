@@ -53,7 +53,7 @@ from .actors import encode_task, make_actor, make_decoder
 from .cache import cache_path, load_payload, payload_nbytes, task_key
 from .encode import check_output_path, write_mp4
 from .plan import Plan, make_plan
-from .presets import resolve_model
+from .presets import DEFAULT_MODEL, resolve_model
 from .request import ClipRequest, ClipSpec, resolve
 
 class JobCanceled(Exception):
@@ -311,7 +311,7 @@ class Engine:
         Raises:
             RequestError: on bad input, before anything is queued or written.
         """
-        model = resolve_model(request.model if isinstance(request, ClipRequest) else request.get("model", "tiny-random"))
+        model = resolve_model(request.model if isinstance(request, ClipRequest) else request.get("model", DEFAULT_MODEL))
         spec = resolve(request, model)
         if keyframes_only and output is not None:
             raise ValueError("a keyframes-only run writes no MP4: pass output=None")
@@ -645,10 +645,10 @@ class Engine:
     def _encode(self, job: ClipJob, chunk_refs: list) -> None:
         try:
             if job.output is not None and self.encode_on == "cluster":
-                ray.get(encode_task(str(job.output), job.spec.fps, self.metadata(job), *chunk_refs))
+                ray.get(encode_task(str(job.output), job.spec.fps, self.metadata(job), job.spec.view, *chunk_refs))
             frames = np.concatenate(ray.get(chunk_refs))
             if job.output is not None and self.encode_on == "driver":
-                write_mp4(frames, job.output, job.spec.fps, self.metadata(job))
+                write_mp4(frames, job.output, job.spec.fps, self.metadata(job), job.spec.view)
             with self._lock:
                 job.encoded = True
                 self._enter_stage(job, "done")

@@ -73,7 +73,8 @@ def sidecar_path(path: str | os.PathLike) -> Path | str:
     return Path(path).with_suffix(".json")
 
 
-def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: dict | None = None) -> Path:
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: dict | None = None,
+              view: tuple[int, int, str] | None = None) -> Path:
     """Encode frames to H.264/yuv420p MP4 at a constant frame rate, with a faststart index.
 
     Nothing appears at ``path`` until the file is complete. ``metadata`` is stored in the file
@@ -85,12 +86,14 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: d
         path: output ``.mp4`` path, or an fsspec URL.
         fps: frames per second.
         metadata: JSON-serialisable facts about the clip (prompt, seed, model, version...).
+        view: ``(width, height, filter)``: enlarge every frame to this size with this swscale
+            filter (``lanczos``, ``bicubic``, ...) while encoding; recorded in the metadata.
     """
     if is_url(path):
         import fsspec
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = write_mp4(frames, Path(tmp) / "clip.mp4", fps, metadata)
+            local = write_mp4(frames, Path(tmp) / "clip.mp4", fps, metadata, view)
             fs, remote = fsspec.core.url_to_fs(str(path))
             fs.put_file(str(sidecar_path(local)), remote[: -len(".mp4")] + ".json")
             fs.put_file(str(local), remote)  # the video last: its presence means both are there
@@ -100,18 +103,26 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int, metadata: d
     if c != 3 or h % 2 or w % 2 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3) with even H and W, got {frames.dtype} {frames.shape}")
     metadata = dict(metadata or {})
+    out_w, out_h, interpolation = w, h, None
+    if view is not None:
+        out_w, out_h, name = view
+        interpolation = name.upper()
+        metadata["view"] = dict(width=out_w, height=out_h, filter=name)
     with atomic_path(path, ".mp4") as tmp:
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container:
             container.metadata["title"] = str(metadata.get("prompt", ""))
             container.metadata["comment"] = json.dumps(metadata, sort_keys=True)
             stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = w, h
+            stream.width, stream.height = out_w, out_h
             stream.pix_fmt = "yuv420p"
             # A keyframe about every 2 s so players can seek; crf 18 is visually lossless.
             stream.codec_context.gop_size = max(1, 2 * fps)
             stream.options = {"crf": "18", "preset": "medium"}
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                if interpolation:
+                    picture = picture.reformat(out_w, out_h, "yuv420p", interpolation=interpolation)
+                for packet in stream.encode(picture):
                     container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)

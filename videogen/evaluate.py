@@ -35,6 +35,7 @@ FOREGROUND_LEVELS = 40.0  # RGB distance from the background below which a pixel
 SEAM_LIMIT = 1.2  # seam ratios above this are flagged
 STILL_LEVELS = 0.25  # a mean frame change below this (levels of 255) is invisible: a still clip is smooth
 VAE_TEMPORAL = 4  # pixel frames per latent frame in the clips the engine makes (Wan convention)
+JUDGE_SIDE = 64  # a clip whose shorter side is twice this or more is area-averaged down by a whole factor first
 
 SYNONYMS = {w: shape for shape, words in SHAPE_WORDS.items() for w in words}
 SYNONYMS.update({"gray": "grey", "rising": "up", "falling": "down", "upward": "up", "downward": "down",
@@ -230,8 +231,26 @@ class Report:
         return d
 
 
+def judging_size(frames: np.ndarray) -> np.ndarray:
+    """Frames area-averaged by a whole factor to a shorter side of `JUDGE_SIDE` to 2x it.
+
+    Clips enlarged for viewing (the built-in model's 32 px frames are written at 256 px) are
+    judged at about the scale the shapes world is drawn at; the measures are ratios and
+    fractions, so the factor changes them little, but it keeps the 3x3 blur and the
+    per-row background meaningful and the work small.
+    """
+    f, h, w, c = frames.shape
+    k = min(h, w) // JUDGE_SIDE
+    if k < 2:
+        return frames
+    h, w = h // k * k, w // k * k
+    small = frames[:, :h, :w].reshape(f, h // k, k, w // k, k, c).mean(axis=(2, 4))
+    return np.rint(small).astype(np.uint8)
+
+
 def evaluate(frames: np.ndarray, prompt: str, seams: list[list[int]] | None = None) -> Report:
     """Judge uint8 frames (F, H, W, 3) against ``prompt``; ``seams`` from `seam_frames` or `even_seams`."""
+    frames = judging_size(frames)
     asked = parse_prompt(prompt)
     t = tracks(frames)
     found = Prompt(classify_colour(frames), classify_shape(t), classify_motion(t, min(frames.shape[1:3])))
@@ -278,6 +297,21 @@ def evaluate_file(path: str | Path, prompt: str | None = None, windows: int | No
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.held_out:
+        from .scorecard import run_scorecard
+
+        if args.clip is not None:
+            raise RequestError("clip", args.clip, "give a clip or --held-out, not both")
+        if args.per < 1:
+            raise RequestError("per", args.per, "must be at least 1")
+        card = run_scorecard(Path(args.output), model=args.model, per=args.per, workers=args.workers, progress=not args.json)
+        if args.json:
+            print(json.dumps(card))
+        else:
+            print((Path(args.output) / "scorecard.md").read_text())
+        return 0 if all(card["passed"].values()) else 1
+    if args.clip is None:
+        raise RequestError("clip", None, "give the MP4 to judge (or --held-out for a model's scorecard)")
     report = evaluate_file(args.clip, args.prompt, args.windows)
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -295,11 +329,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_command(sub) -> None:
     """Register ``videogen eval`` on the CLI's subparsers."""
-    p = sub.add_parser("eval", help="judge a shapes-world clip: colour, shape, motion, seams",
+    from .presets import DEFAULT_MODEL
+
+    p = sub.add_parser("eval", help="judge a shapes-world clip (colour, shape, motion, seams), or a model's scorecard",
                        description="Read an MP4 and report, from its pixels alone, whether colour, shape and "
-                                   "motion match the prompt, and how smooth each window seam is.")
-    p.add_argument("clip", help="the MP4 to judge")
+                                   "motion match the prompt, and how smooth each window seam is. With --held-out, "
+                                   "make clips of the colour-shape-motion combinations held out of training and "
+                                   "print the model's scorecard against its targets.",
+                       epilog="examples: videogen eval out.mp4 | videogen eval --held-out -o scorecard/")
+    p.add_argument("clip", nargs="?", help="the MP4 to judge")
     p.add_argument("--prompt", help="what the clip should show (default: the prompt in its JSON sidecar)")
     p.add_argument("--windows", type=int, help="judge seams of N equal windows (default: the sidecar's plan)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    card = p.add_argument_group("scorecard")
+    card.add_argument("--held-out", action="store_true", help="make and judge clips of the held-out combinations")
+    card.add_argument("-o", "--output", default="scorecard", metavar="DIR", help="clips, scorecard.md and scorecard.json (default scorecard/)")
+    card.add_argument("--per", type=int, default=4, metavar="N", help="clips per held-out combination (default 4)")
+    card.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH", help=f"model to score (default {DEFAULT_MODEL})")
+    card.add_argument("--workers", type=int, default=1, metavar="N", help="denoiser actors")
     p.set_defaults(func=cmd_eval)

@@ -5,7 +5,8 @@ guidance), give a fresh scheduler, decode latents. The Wan family (diffusers' Wa
 text-to-video and image-to-video checkpoints) is the first; its components load with
 ``from_pretrained`` from a local folder or a hub id. ``builtin:<shape>`` sources are built in code
 with random weights and fixed seeds (no files, no network): ``tiny-random`` for tests and trying the
-CLI, and larger shapes for the bench.
+CLI, and larger shapes for the bench. ``package:<name>`` sources are trained diffusers folders that
+ship inside the package (``videogen/weights/<name>``): the built-in miniature model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 from .text import BASIC_WORDS, build_word_tokenizer
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
+PACKAGED = Path(__file__).parent / "weights"  # trained models shipped with videogen
+
+
+def local_source(source: str) -> str:
+    """A ``package:<name>`` source as its folder inside the package; any other source unchanged."""
+    if not source.startswith("package:"):
+        return source
+    name = source.removeprefix("package:")
+    folder = PACKAGED / name
+    if not (folder / "model_index.json").is_file():
+        shipped = sorted(p.name for p in PACKAGED.glob("*/model_index.json")) if PACKAGED.is_dir() else []
+        raise ValueError(f"model source {source!r}: no model {name!r} in {PACKAGED} ({', '.join(shipped) or 'none shipped'})")
+    return str(folder)
 
 
 class VideoModel(Protocol):
@@ -134,6 +148,7 @@ def load_components(source: str) -> dict:
         if name not in RANDOM_SHAPES:
             raise ValueError(f"model source {source!r}: no built-in shape {name!r} ({', '.join(RANDOM_SHAPES)})")
         return build_random_wan(name)
+    source = local_source(source)
     if Path(source).is_dir():
         index = json.loads((Path(source) / "model_index.json").read_text())
     else:
@@ -192,7 +207,7 @@ class WanVAE:
     def load(cls, source: str, device: str = "cpu") -> "WanVAE":
         if source.startswith("builtin:"):
             return cls(load_components(source)["vae"], device)
-        return cls(AutoencoderKLWan.from_pretrained(source, subfolder="vae"), device)
+        return cls(AutoencoderKLWan.from_pretrained(local_source(source), subfolder="vae"), device)
 
     def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config

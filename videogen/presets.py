@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RequestError
 
+DEFAULT_MODEL = "miniature"  # the built-in trained model; `tiny-random` (random weights) is for tests
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,6 +32,22 @@ class ModelDefaults(Strict):
     fps: int = Field(gt=0)
     frames: int = Field(gt=0)
     quality: str = "standard"
+
+
+class ViewSettings(Strict):
+    """How a model's small frames are enlarged for viewing when they are written to MP4.
+
+    ``filter`` names an FFmpeg swscale filter (PyAV's ``VideoFrame.reformat`` interpolation);
+    the model's own frames, and every score computed from them, stay at native size.
+    """
+
+    short_side: int = Field(gt=0)  # the MP4's shorter side is at least this many pixels
+    filter: Literal["lanczos", "bicubic", "bilinear", "area", "point"] = "lanczos"
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """Output size: native size times the smallest whole factor that reaches ``short_side``."""
+        factor = max(1, -(-self.short_side // min(width, height)))
+        return width * factor, height * factor
 
 
 class ModelPreset(Strict):
@@ -48,6 +66,7 @@ class ModelPreset(Strict):
     max_pixels: int = Field(default=1280 * 720, gt=0)  # width * height
     gpu_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     defaults: ModelDefaults
+    view: ViewSettings | None = None  # enlarge frames for viewing (models with tiny native frames)
 
     @property
     def size_multiple(self) -> int:

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RequestError
-from .presets import ModelPreset, quality_preset, resolve_model
+from .presets import DEFAULT_MODEL, ModelPreset, quality_preset, resolve_model
 
 BlendMethod = Literal["linear", "cosine", "pyramid", "flat"]
 MAX_SEED = 2**63 - 1
@@ -31,7 +31,7 @@ class ClipRequest(BaseModel):
 
     prompt: str
     negative: str = ""
-    model: str = "tiny-random"
+    model: str = DEFAULT_MODEL
     quality: str | None = None
     frames: int | None = Field(default=None, ge=1)
     seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -99,6 +99,7 @@ class ClipSpec:
     lora: str | None = None  # absolute path
     lora_scale: float = 1.0
     lora_digest: str | None = None  # sha256 of the adapter's files: the cache key changes with them
+    view: tuple[int, int, str] | None = None  # (width, height, swscale filter) the MP4 is enlarged to
 
     @property
     def latent_frames(self) -> int:
@@ -211,6 +212,7 @@ def resolve(request: ClipRequest | dict, model: ModelPreset | None = None) -> Cl
         lora=lora,
         lora_scale=request.lora_scale,
         lora_digest=lora_digest,
+        view=(*model.view.size(width, height), model.view.filter) if model.view else None,
     )
 
 

@@ -52,6 +52,8 @@ EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an 
 KL_WEIGHT = 1e-6
 CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
 MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "draft"}
+# The exported folder's videogen.yaml, as configs/models/miniature.yaml has it for the shipped copy.
+MODEL_PRESET = {"defaults": MODEL_DEFAULTS, "max_pixels": 64 * 64, "view": {"short_side": 256, "filter": "lanczos"}}
 
 
 @dataclass
@@ -351,6 +353,10 @@ class Trainer:
         self.dit_opt.step()
         return task, loss.item()
 
+    def plot(self) -> Path:
+        """Draw ``loss.png`` from ``loss.csv``: each stage's loss against training minutes (``loss.png``)."""
+        return plot_loss(self.log_path, self.s.out / "loss.png")
+
     def export(self) -> Path:
         """Save the trained model as a diffusers folder ``out/model`` (atomically: built aside, then renamed)."""
         c = self.components
@@ -359,7 +365,7 @@ class Trainer:
         folder = self.s.out / "model"
         tmp = self.s.out / f".model.{os.getpid()}.tmp"
         save_components(c, tmp)
-        (tmp / "videogen.yaml").write_text(yaml.safe_dump({"defaults": MODEL_DEFAULTS}))
+        (tmp / "videogen.yaml").write_text(yaml.safe_dump(MODEL_PRESET))
         if folder.exists():
             old = self.s.out / f".model.{os.getpid()}.old"
             os.replace(folder, old)
@@ -369,4 +375,35 @@ class Trainer:
             old.rmdir()
         else:
             os.replace(tmp, folder)
+        self.plot()
         return folder
+
+
+def plot_loss(log: Path, png: Path, smooth: int = 50) -> Path:
+    """A loss curve per stage (and per task in the transformer stage), a running mean of ``smooth`` steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for ax, stage, title in zip(axes, STAGES, ("VAE (L1 + MSE + KL)", "transformer (flow matching)")):
+        mine = [r for r in rows if r["stage"] == stage]
+        for task in sorted({r["task"] for r in mine}):
+            picked = [r for r in mine if r["task"] == task]
+            loss = np.array([float(r["loss"]) for r in picked])
+            minutes = np.array([float(r["seconds"]) for r in picked]) / 60
+            k = max(1, min(smooth, len(loss) // 5))
+            mean = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(minutes[k - 1:], mean, label=task, linewidth=1.2)
+        ax.set(title=f"{title}: {len(mine)} steps", xlabel="minutes of training", ylabel="loss", yscale="log")
+        ax.grid(alpha=0.3)
+        if mine:
+            ax.legend(fontsize=8)
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png

@@ -1,0 +1,90 @@
+"""The built-in model: shipped weights, the default of `videogen generate`, viewing size, scorecard plan."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from videogen.encode import read_mp4, write_mp4
+from videogen.evaluate import evaluate, evaluate_file, judging_size, seam_frames
+from videogen.model import PACKAGED, load_components, local_source
+from videogen.plan import window_spans
+from videogen.presets import DEFAULT_MODEL, ViewSettings, resolve_model
+from videogen.request import ClipRequest, resolve
+from videogen.scorecard import cases, frames_for_windows
+from videogen.shapes import HELD_OUT, Scene, clip_times, render
+
+MAX_SHIPPED_BYTES = 25 * 2**20
+
+
+def test_shipped_weights_load_through_the_preset():
+    assert DEFAULT_MODEL == "miniature" and ClipRequest(prompt="x").model == "miniature"
+    preset = resolve_model("miniature")
+    folder = PACKAGED / "miniature"
+    assert local_source(preset.source) == str(folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= MAX_SHIPPED_BYTES, size
+    c = load_components(preset.source)
+    assert c["transformer"].config.in_channels == preset.in_channels == 36
+    assert c["vae"].config.scale_factor_spatial == preset.vae_scale_spatial == 4
+    # The VAE's latent statistics were measured after its training, not left at 0 / 1.
+    assert np.ptp(c["vae"].config.latents_mean) > 0 and min(c["vae"].config.latents_std) != 1.0
+    ids = c["tokenizer"]("a red circle moving right").input_ids
+    assert c["tokenizer"].decode(ids, skip_special_tokens=True) == "a red circle moving right"
+
+
+def test_unknown_packaged_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="no model 'nope'.*miniature"):
+        load_components("package:nope")
+
+
+def test_view_size_is_a_whole_factor_to_the_short_side():
+    assert ViewSettings(short_side=256).size(32, 32) == (256, 256)
+    assert ViewSettings(short_side=256).size(48, 32) == (384, 256)
+    assert ViewSettings(short_side=256).size(512, 512) == (512, 512)
+    spec = resolve(ClipRequest(prompt="x"), resolve_model("miniature"))
+    assert (spec.width, spec.height, spec.frames, spec.fps, spec.view) == (32, 32, 33, 8, (256, 256, "lanczos"))
+    assert resolve(ClipRequest(prompt="x", model="tiny-random"), resolve_model("tiny-random")).view is None
+
+
+def test_enlarged_clip_is_judged_like_the_native_one(tmp_path):
+    scene = Scene("blue", "triangle", "down", "grey", x=0.5, y=0.5, radius=0.15, gradient=10.0, phrasing=0)
+    native = render(scene, clip_times(33), 32)
+    write_mp4(native, tmp_path / "big.mp4", 8, {"prompt": "a blue triangle going down"}, view=(256, 256, "lanczos"))
+    big, info = read_mp4(tmp_path / "big.mp4")
+    assert (info["width"], info["height"], len(big)) == (256, 256, 33)
+    assert judging_size(big).shape == (33, 64, 64, 3)
+    assert json.loads((tmp_path / "big.json").read_text())["view"] == {"width": 256, "height": 256, "filter": "lanczos"}
+    a, b = evaluate(native, "a blue triangle going down"), evaluate_file(tmp_path / "big.mp4")
+    assert (a.colour_right, a.shape_right, a.motion_right) == (b.colour_right, b.shape_right, b.motion_right) == (True,) * 3
+    assert abs(a.fill_ratio - b.fill_ratio) < 0.05
+
+
+def test_scorecard_plan():
+    assert frames_for_windows("miniature", 8) == 129
+    spec = resolve(ClipRequest(prompt="x", frames=129), resolve_model("miniature"))
+    assert len(window_spans(spec.latent_frames, spec.latent_window, spec.latent_overlap)) == 8
+    assert len(seam_frames(129, spec.window, spec.overlap)) == 7
+    todo = cases(per=2)
+    assert {c.combination for c in todo} == set(HELD_OUT) and len(todo) == len(HELD_OUT) * 4
+    assert len({c.request["prompt"] for c in todo if c.kind == "prompts"}) >= len(HELD_OUT) * 2 - 2  # wording varies
+
+
+def test_default_generate_follows_the_prompt(tmp_path):
+    """The README's first command, with the shipped model: colour and motion right by `videogen eval`."""
+    out = tmp_path / "out.mp4"
+    strip = tmp_path / "strip.png"
+    run = subprocess.run([sys.executable, "-m", "videogen", "generate", "a red circle moving right", "-o", str(out),
+                          "--strip", str(strip), "--json"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert (summary["frames"], summary["width"], summary["height"]) == (33, 32, 32)
+    frames, info = read_mp4(out)
+    assert (len(frames), info["width"], info["height"], info["fps"]) == (33, 256, 256, 8.0)
+    report = evaluate_file(out)
+    assert report.colour_right and report.motion_right, report
+    from PIL import Image
+
+    assert Image.open(strip).size[0] > 8 * 128
