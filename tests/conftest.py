@@ -4,6 +4,9 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster needs no token
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Engine, service and workflow tests run the random-weight `tiny-random` unless they name a model;
+# tests/test_miniature.py checks the real default (the built-in trained model) with this unset.
+os.environ["VIDEOGEN_MODEL"] = "tiny-random"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The built-in model: shipped weights, the default of `videogen generate`, viewing size, scorecard plan."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from videogen.encode import read_mp4, write_mp4
 from videogen.evaluate import evaluate, evaluate_file, judging_size, seam_frames
 from videogen.model import PACKAGED, load_components, local_source
 from videogen.plan import window_spans
-from videogen.presets import DEFAULT_MODEL, ViewSettings, resolve_model
+from videogen.presets import DEFAULT_MODEL, MODEL_ENV, ViewSettings, default_model, resolve_model
 from videogen.request import ClipRequest, resolve
 from videogen.scorecard import cases, frames_for_windows
 from videogen.shapes import HELD_OUT, Scene, clip_times, render
@@ -19,8 +20,11 @@ from videogen.shapes import HELD_OUT, Scene, clip_times, render
 MAX_SHIPPED_BYTES = 25 * 2**20
 
 
-def test_shipped_weights_load_through_the_preset():
-    assert DEFAULT_MODEL == "miniature" and ClipRequest(prompt="x").model == "miniature"
+def test_shipped_weights_load_through_the_preset(monkeypatch):
+    monkeypatch.delenv(MODEL_ENV)
+    assert default_model() == DEFAULT_MODEL == "miniature" and ClipRequest(prompt="x").model == "miniature"
+    monkeypatch.setenv(MODEL_ENV, "tiny-random")
+    assert ClipRequest(prompt="x").model == "tiny-random"
     preset = resolve_model("miniature")
     folder = PACKAGED / "miniature"
     assert local_source(preset.source) == str(folder)
@@ -76,8 +80,9 @@ def test_default_generate_follows_the_prompt(tmp_path):
     """The README's first command, with the shipped model: colour and motion right by `videogen eval`."""
     out = tmp_path / "out.mp4"
     strip = tmp_path / "strip.png"
+    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV}
     run = subprocess.run([sys.executable, "-m", "videogen", "generate", "a red circle moving right", "-o", str(out),
-                          "--strip", str(strip), "--json"], capture_output=True, text=True, timeout=600)
+                          "--strip", str(strip), "--json"], capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads(run.stdout)
     assert (summary["frames"], summary["width"], summary["height"]) == (33, 32, 32)

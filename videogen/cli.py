@@ -22,7 +22,7 @@ class Parser(argparse.ArgumentParser):
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The clip request's fields as flags (shared by every command that makes clips)."""
     g = p.add_argument_group("clip")
-    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: miniature, the built-in model)")
+    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: $VIDEOGEN_MODEL, else miniature, the built-in model)")
     g.add_argument("--quality", metavar="NAME", default=None, help="quality preset: draft, standard, high (default: the model's)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--frames", metavar="N", type=int, help="clip length in pixel frames")
@@ -79,13 +79,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .encode import check_output_path
     from .policy import default_policy
-    from .presets import DEFAULT_MODEL, resolve_model
+    from .presets import default_model, resolve_model
     from .request import resolve
 
     request = request_from_args(args)
     # Check everything before starting Ray, so bad input fails in a second and leaves nothing.
     default_policy().check(request)
-    resolve(request, resolve_model(request.get("model", DEFAULT_MODEL)))
+    resolve(request, resolve_model(request.get("model") or default_model()))
     check_output_path(args.output)
     if args.strip is not None:
         if args.strip.suffix.lower() != ".png":

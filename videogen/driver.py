@@ -53,7 +53,7 @@ from .actors import encode_task, make_actor, make_decoder
 from .cache import cache_path, load_payload, payload_nbytes, task_key
 from .encode import check_output_path, write_mp4
 from .plan import Plan, make_plan
-from .presets import DEFAULT_MODEL, resolve_model
+from .presets import default_model, resolve_model
 from .request import ClipRequest, ClipSpec, resolve
 
 class JobCanceled(Exception):
@@ -311,7 +311,7 @@ class Engine:
         Raises:
             RequestError: on bad input, before anything is queued or written.
         """
-        model = resolve_model(request.model if isinstance(request, ClipRequest) else request.get("model", DEFAULT_MODEL))
+        model = resolve_model(request.model if isinstance(request, ClipRequest) else request.get("model") or default_model())
         spec = resolve(request, model)
         if keyframes_only and output is not None:
             raise ValueError("a keyframes-only run writes no MP4: pass output=None")

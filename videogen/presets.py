@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import RequestError
 
 DEFAULT_MODEL = "miniature"  # the built-in trained model; `tiny-random` (random weights) is for tests
+MODEL_ENV = "VIDEOGEN_MODEL"
+
+
+def default_model() -> str:
+    """The model of a request that names none: ``$VIDEOGEN_MODEL`` (a team's usual model), else `DEFAULT_MODEL`."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
 class Strict(BaseModel):

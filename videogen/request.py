@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RequestError
-from .presets import DEFAULT_MODEL, ModelPreset, quality_preset, resolve_model
+from .presets import ModelPreset, default_model, quality_preset, resolve_model
 
 BlendMethod = Literal["linear", "cosine", "pyramid", "flat"]
 MAX_SEED = 2**63 - 1
@@ -31,7 +31,7 @@ class ClipRequest(BaseModel):
 
     prompt: str
     negative: str = ""
-    model: str = DEFAULT_MODEL
+    model: str = Field(default_factory=default_model)
     quality: str | None = None
     frames: int | None = Field(default=None, ge=1)
     seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RequestError
-from ..presets import DEFAULT_MODEL, ModelPreset, Strict, resolve_model
+from ..presets import ModelPreset, Strict, default_model, resolve_model
 from ..policy import default_policy
 from ..request import BlendMethod, ClipSpec, resolve
 from .formats import FormatPreset, format_presets, generation_size, negative_presets
@@ -56,7 +56,7 @@ class SpecError(RequestError):
 class ClipFields(Strict):
     """The clip settings every variant shares (the request fields a spec may set)."""
 
-    model: str = DEFAULT_MODEL
+    model: str = Field(default_factory=default_model)
     quality: str | None = None
     frames: int | None = Field(default=None, ge=1)
     seconds: float | None = Field(default=None, gt=0)

@@ -39,7 +39,7 @@ from PIL import Image
 from ..contact import contact_sheet
 from ..encode import write_mp4
 from ..errors import RequestError
-from ..presets import DEFAULT_MODEL, resolve_model
+from ..presets import default_model, resolve_model
 from ..policy import default_policy
 from ..request import resolve
 from .animatic import animatic_frames, srt
@@ -96,7 +96,7 @@ def plan_shots(script: Script, request: dict, style: str | None = None) -> tuple
     for key in ("frames", "seconds", "prompt"):
         if request.get(key) is not None:
             raise RequestError(key, request[key], "comes from the script in a storyboard; set shot lengths with the timing options or the shot list")
-    model = resolve_model(request.get("model", DEFAULT_MODEL))
+    model = resolve_model(request.get("model") or default_model())
     fps = request.get("fps") or model.defaults.fps
     shots = finish(script, fps, request.get("seed", 0), style)
     requests = []
