@@ -2,7 +2,8 @@
 
 Two stages, in order, each resumable:
 
-1. **vae**: the `AutoencoderKLWan` learns to reconstruct clips of 9 to 33 frames (L1 + MSE, a light KL);
+1. **vae**: the `AutoencoderKLWan` learns to reconstruct clips of 9 to 129 frames (L1 + MSE, shapes
+   weighted up, a light KL);
    then the latents' per-channel mean and std are measured and written into its config, as Wan's
    VAE carries them.
 2. **dit**: the transformer and the text encoder learn flow matching on the frozen VAE's latents.
@@ -41,15 +42,24 @@ STAGES = ("vae", "dit")
 TASKS = ("t2v", "window", "keyframes")
 TASK_ODDS = (0.4, 0.3, 0.3)
 LATENT_LENGTHS = {"t2v": (5, 9), "window": (5, 9), "keyframes": (2, 3, 5)}  # latent frames per sample
-VAE_SHARE = 0.25  # of a time budget, for the VAE stage
+VAE_SHARE = 0.4  # of a time budget, for the VAE stage
+# Each stage keeps its learning rate for the first part of its budget, then decays it along a
+# half cosine to `FINAL_LR` of it: measured on the VAE after 2,200 steps, 200 more steps at a
+# tenth of the rate cut the shapes' reconstruction error by 27%, at the full rate by 15%.
+DECAY_FROM = {"vae": 0.75, "dit": 0.7}
+FINAL_LR = 0.03
 # Pixel frames per VAE training clip, drawn per step. Wan's VAE is causal and carries a cache from
 # latent frame to latent frame; one latent frame's influence reaches about 26 latent frames (~100
 # pixel frames) further on. Trained on short clips alone, it drifts on long ones (a 97-frame clip
 # was off by 38 levels on average), so clips up to 129 frames (33 latent frames, an 8-window draft
 # clip) are in the mix, fewer to a batch.
 VAE_FRAMES = (9, 17, 33, 65, 129)
+VAE_FRAME_ODDS = (0.3, 0.25, 0.2, 0.15, 0.1)  # short clips learn shapes fastest per second; long ones stop the drift
 EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an unconditional model
 KL_WEIGHT = 1e-6
+# Shapes cover about a tenth of the pixels: unweighted, the VAE spends hundreds of steps on the
+# background alone (measured: after 673 steps it drew no shapes at all).
+FOREGROUND_WEIGHT = 10.0
 CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
 MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "draft"}
 # The exported folder's videogen.yaml, as configs/models/miniature.yaml has it for the shipped copy.
@@ -80,6 +90,15 @@ class TrainSettings:
     seed: int = 0
 
 
+def foreground_weights(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, F, H, W): `FOREGROUND_WEIGHT` + 1 where a pixel differs from its row's median.
+
+    A shape covers under half of every row, so the row median is the background (gradients included).
+    """
+    off = (x - x.median(dim=-1, keepdim=True).values).abs().amax(dim=1, keepdim=True)
+    return 1.0 + FOREGROUND_WEIGHT * (off > 0.1).float()
+
+
 def batch_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     """The generator for one step's batch: keyed by (seed, stage, step), never by order or time."""
     return np.random.default_rng(np.random.SeedSequence([seed, STAGES.index(stage), step]))
@@ -97,7 +116,7 @@ def vae_batch(rng: np.random.Generator, batch: int, size: int, frames: int | Non
         batch: clips of 9 frames; longer clips come fewer to a batch (9 * batch pixel frames in all).
         frames: pixel frames per clip; default: drawn from `VAE_FRAMES`.
     """
-    frames = frames or int(rng.choice(VAE_FRAMES))
+    frames = frames or int(rng.choice(VAE_FRAMES, p=VAE_FRAME_ODDS))
     clips = []
     for _ in range(max(1, batch * VAE_FRAMES[0] // frames)):
         scene = sample_scene(int(rng.integers(1 << 62)), "train")
@@ -294,7 +313,10 @@ class Trainer:
         if not self.log_path.exists():
             self._write_log([])
         c = self.components
+        before = self.counts["vae"]
         self._stage("vae", self.s.vae_steps, self._vae_step, progress)
+        if self.counts["vae"] != before:  # the VAE changed (a resumed VAE stage): measure its latents again
+            self.stats_done = False
         if not self.stats_done:
             c["vae"].eval()
             mean, std = latent_statistics(c["vae"], self.config.size, self.s.seed)
@@ -306,6 +328,15 @@ class Trainer:
         self.pipe = WanPipeline(**c)
         self._stage("dit", self.s.steps, self._dit_step, progress)
         return self.export()
+
+    def lr_scale(self, stage: str) -> float:
+        """The learning rate's factor now: 1, then a half cosine down to `FINAL_LR` over the stage's last part."""
+        budget = self.budget(stage)
+        if budget == float("inf"):
+            return 1.0
+        start = DECAY_FROM[stage]
+        done = min(1.0, max(0.0, (self.seconds[stage] / budget - start) / (1 - start)))
+        return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + np.cos(np.pi * done))
 
     def _stage(self, stage: str, steps: int, step_fn, progress: bool) -> None:
         bar = tqdm(total=steps, initial=min(self.counts[stage], steps), desc=f"train {stage}",
@@ -330,8 +361,14 @@ class Trainer:
         vae = self.components["vae"].train()
         x = vae_batch(batch_rng(self.s.seed, "vae", step), self.s.batch, self.config.size)
         posterior = vae.encode(x).latent_dist
-        y = vae.decode(posterior.sample(generator=torch.Generator().manual_seed(step))).sample
-        loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + KL_WEIGHT * posterior.kl().mean()
+        # The posterior's mean, not a sample: at the start its noise (std 1) drowns what the encoder
+        # says, and the decoder learns to ignore the latents and paint the background. The
+        # transformer stage and the engine use the mean too.
+        y = vae.decode(posterior.mode()).sample
+        w = foreground_weights(x)
+        loss = (((y - x).abs() + (y - x) ** 2) * w).mean() / w.mean() + KL_WEIGHT * posterior.kl().mean()
+        for group in self.vae_opt.param_groups:
+            group["lr"] = self.s.vae_lr * self.lr_scale("vae")
         self.vae_opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -346,7 +383,7 @@ class Trainer:
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
         loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels)
         for group in self.dit_opt.param_groups:
-            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200)  # warm-up
+            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("dit")  # warm-up, then decay
         self.dit_opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*c["transformer"].parameters(), *c["text_encoder"].parameters()], 1.0)
