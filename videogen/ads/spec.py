@@ -154,7 +154,7 @@ class Batch:
 # ------------------------------------------------------------------ YAML lines
 
 
-def _line(node, loc: tuple) -> int | None:
+def yaml_line(node, loc: tuple) -> int | None:
     """The 1-based line of the deepest node on ``loc`` (keys and list indices) in a composed YAML tree."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -177,7 +177,7 @@ class _Lines:
         self.path, self.root = path, root
 
     def error(self, loc: tuple, value, reason: str) -> SpecError:
-        return SpecError(self.path, _line(self.root, loc), ".".join(str(k) for k in loc) or "spec", value, reason)
+        return SpecError(self.path, yaml_line(self.root, loc), ".".join(str(k) for k in loc) or "spec", value, reason)
 
 
 # ------------------------------------------------------------------ loading

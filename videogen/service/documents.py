@@ -30,7 +30,7 @@ from typing import Callable
 import yaml
 
 from ..ads.batch import run_batch
-from ..ads.spec import Batch, SpecError, _line, load_spec
+from ..ads.spec import Batch, SpecError, load_spec, yaml_line
 from ..errors import RequestError
 from ..policy import PolicyError, PromptPolicy
 from ..storyboard.build import load_script, make_storyboard, plan_shots
@@ -105,7 +105,7 @@ def _check_spec_paths(path: Path, text: str, files: dict) -> None:
         for key in loc:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, str) and PurePosixPath(value).as_posix() not in files:
-            raise SpecError(path, _line(root, loc), ".".join(loc), value,
+            raise SpecError(path, yaml_line(root, loc), ".".join(loc), value,
                             f"names no file sent with the job; the service reads no file of its own "
                             f"(send it in files, under this name; sent: {', '.join(sorted(files)) or 'none'})")
 
