@@ -22,7 +22,8 @@ def test_batches_are_keyed_by_step():
     b = vae_batch(batch_rng(0, "vae", 7), 4, 32)
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
     shapes = {tuple(vae_batch(batch_rng(0, "vae", step), 4, 32).shape) for step in range(30)}
-    assert shapes == {(4, 3, 9, 32, 32), (2, 3, 17, 32, 32), (1, 3, 33, 32, 32)}  # same pixel count, longer clips
+    # About the same pixel count for short clips; one clip of each long length (65, 129 frames).
+    assert shapes == {(4, 3, 9, 32, 32), (2, 3, 17, 32, 32), (1, 3, 33, 32, 32), (1, 3, 65, 32, 32), (1, 3, 129, 32, 32)}
     assert not torch.equal(a, vae_batch(batch_rng(0, "vae", 8), 4, 32))
 
 

@@ -37,7 +37,7 @@ def local_source(source: str) -> str:
     name = source.removeprefix("package:")
     folder = PACKAGED / name
     if not (folder / "model_index.json").is_file():
-        shipped = sorted(p.name for p in PACKAGED.glob("*/model_index.json")) if PACKAGED.is_dir() else []
+        shipped = sorted(p.parent.name for p in PACKAGED.glob("*/model_index.json")) if PACKAGED.is_dir() else []
         raise ValueError(f"model source {source!r}: no model {name!r} in {PACKAGED} ({', '.join(shipped) or 'none shipped'})")
     return str(folder)
 
