@@ -90,7 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.strip is not None:
         if args.strip.suffix.lower() != ".png":
             raise RequestError("strip", str(args.strip), "must end in .png")
-        if not (args.strip.parent if str(args.strip.parent) else Path(".")).is_dir():
+        if not args.strip.parent.is_dir():
             raise RequestError("strip", str(args.strip), "its folder does not exist")
 
     from .driver import Engine
@@ -113,7 +113,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.close()
     summary = result.summary()
     summary["ray_start_seconds"] = round(ray_start, 3)
-    if args.strip:
+    if args.strip is not None:
         from .contact import frame_strip
         from .encode import atomic_path, read_mp4
 

@@ -329,7 +329,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_command(sub) -> None:
     """Register ``videogen eval`` on the CLI's subparsers."""
-    from .presets import DEFAULT_MODEL
+    from .scorecard import SHAPES_MODEL
 
     p = sub.add_parser("eval", help="judge a shapes-world clip (colour, shape, motion, seams), or a model's scorecard",
                        description="Read an MP4 and report, from its pixels alone, whether colour, shape and "
@@ -345,6 +345,6 @@ def add_command(sub) -> None:
     card.add_argument("--held-out", action="store_true", help="make and judge clips of the held-out combinations")
     card.add_argument("-o", "--output", default="scorecard", metavar="DIR", help="clips, scorecard.md and scorecard.json (default scorecard/)")
     card.add_argument("--per", type=int, default=4, metavar="N", help="clips per held-out combination (default 4)")
-    card.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH", help=f"model to score (default {DEFAULT_MODEL})")
+    card.add_argument("--model", default=SHAPES_MODEL, metavar="NAME_OR_PATH", help=f"model to score (default {SHAPES_MODEL})")
     card.add_argument("--workers", type=int, default=1, metavar="N", help="denoiser actors")
     p.set_defaults(func=cmd_eval)
