@@ -6,6 +6,7 @@ is killed instead), and free ports for every agent, since another Ray may hold t
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -13,6 +14,9 @@ import urllib.request
 from videogen.encode import read_mp4
 
 from test_service import free_port
+
+# The `ray` and `videogen` commands of this interpreter's environment, activated or not (make test is not).
+os.environ["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def test_ray_job_submit_runs_videogen_generate_on_a_started_head(tmp_path):
