@@ -242,7 +242,6 @@ def test_cancel_stops_a_storyboard_and_leaves_no_folder(served):
     assert not runner.engine._jobs, "the storyboard's clips left the engine"
 
 
-@pytest.mark.xfail(reason="known bug: the resumed storyboard job fails ('Cannot operate on a closed database' in the stopped runner)", strict=False)
 def test_a_storyboard_running_when_the_service_stops_resumes_from_the_task_cache(ray_local, tmp_path):
     (tmp_path / "tokens.txt").write_text(TOKENS)
     config = ServiceConfig(data_dir=tmp_path, tokens_file=tmp_path / "tokens.txt", runner=RunnerConfig(workers=1))

@@ -61,7 +61,6 @@ class ServeProcess:
             raise
 
 
-@pytest.mark.xfail(reason="regression under investigation: after a killed service restarts, the resumed clip differed from the reference in a fresh-clone CI run (runner: 'Cannot operate on a closed database')", strict=False)
 def test_killed_service_resumes_running_job_with_identical_output_and_runs_queued_one(ray_local, tmp_path):
     (tmp_path / "tokens.txt").write_text("t0k3n team\n")
     first = ServeProcess(tmp_path, free_port())
@@ -100,5 +99,6 @@ def test_killed_service_resumes_running_job_with_identical_output_and_runs_queue
     resumed, info = read_mp4(tmp_path / "resumed.mp4")
     expected, _ = read_mp4(tmp_path / "reference.mp4")
     assert resumed.shape == (81, 64, 64, 3) and info["fps"] == 8
-    assert np.array_equal(resumed, expected)
+    differ = np.abs(resumed.astype(int) - expected).reshape(len(expected), -1).max(axis=1)
+    assert not differ.any(), f"frames {np.flatnonzero(differ).tolist()} differ by up to {differ.max()} levels"
     assert reference.cached_tasks == 0

@@ -4,12 +4,14 @@ the exported folder loading through the engine's own loader."""
 import csv
 
 import numpy as np
+import pytest
 import torch
 
 from videogen.cli import main
 from videogen.miniature import MiniatureConfig, build_miniature
-from videogen.model import load_components
-from videogen.train import LatentCodec, batch_rng, dit_batch, vae_batch
+from videogen.fold import FoldVAE
+from videogen.model import WanVAE, load_components
+from videogen.train import LatentCodec, Trainer, TrainSettings, batch_rng, dit_batch, vae_batch
 
 
 def read_log(path):
@@ -33,7 +35,7 @@ def test_transformer_batches_cover_the_three_tasks():
     tasks = {}
     for step in range(12):
         task, x0, known, prompts = dit_batch(batch_rng(0, "dit", step), codec, 2)
-        assert x0.shape[:2] == (2, 16) and x0.shape[3:] == (8, 8) and known.shape == (2, x0.shape[2])
+        assert x0.shape[:2] == (2, 192) and x0.shape[3:] == (8, 8) and known.shape == (2, x0.shape[2])
         assert len(prompts) == 2 and all(known.sum(dim=1) < x0.shape[2])  # something is always left to make
         tasks.setdefault(task, []).append(known)
     assert set(tasks) == {"t2v", "window", "keyframes"}
@@ -46,24 +48,51 @@ def test_train_resume_and_load(tmp_path):
     flags = ["--out", str(out), "--vae-steps", "2", "--batch", "2", "--checkpoint-every", "1", "--quiet"]
     assert main(["train", *flags, "--steps", "2"]) == 0
     first = read_log(out / "loss.csv")
-    assert [(s, n) for s, n, _ in first] == [("vae", 1), ("vae", 2), ("dit", 1), ("dit", 2)]
+    # Pixel space: the fold has nothing to train, so the transformer stage starts at once.
+    assert [(s, n) for s, n, _ in first] == [("dit", 1), ("dit", 2)]
 
     assert main(["train", *flags, "--steps", "2"]) == 2  # a run folder with a checkpoint needs --resume
     assert main(["train", *flags, "--steps", "4", "--resume"]) == 0
     second = read_log(out / "loss.csv")
-    assert second[:4] == first
-    assert [(s, n) for s, n, _ in second[4:]] == [("dit", 3), ("dit", 4)]
+    assert second[:2] == first
+    assert [(s, n) for s, n, _ in second[2:]] == [("dit", 3), ("dit", 4)]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ckpt["counts"] == {"vae": 2, "dit": 4}
+    assert ckpt["counts"] == {"vae": 0, "dit": 4}
 
     components = load_components(str(out / "model"))
-    assert components["transformer"].config.in_channels == 36
+    assert isinstance(components["vae"], FoldVAE)
+    assert components["transformer"].config.in_channels == 2 * 192 + 4
     assert components["vae"].config.scale_factor_spatial == 4
     assert np.allclose(components["vae"].config.latents_std, ckpt["latents_std"])
     trained = ckpt["transformer"]["proj_out.weight"]
     assert torch.equal(components["transformer"].state_dict()["proj_out.weight"], trained)
     size = sum(f.stat().st_size for f in (out / "model").rglob("*") if f.is_file())
     assert size < 25 * 2**20
+
+
+def test_a_wan_vae_is_trained_first_and_its_latent_statistics_measured(tmp_path):
+    trainer = Trainer(TrainSettings(out=tmp_path / "run", vae_steps=2, steps=1, batch=2, minutes=None),
+                      MiniatureConfig(vae="wan"))
+    folder = trainer.run(progress=False)
+    assert [(s, n) for s, n, _ in read_log(tmp_path / "run" / "loss.csv")] == [("vae", 1), ("vae", 2), ("dit", 1)]
+    vae = load_components(str(folder))["vae"]
+    assert type(vae).__name__ == "AutoencoderKLWan" and vae.config.z_dim == 16
+    assert min(vae.config.latents_std) != 1.0
+
+
+def test_fold_is_exact_and_decodes_in_pieces_as_whole():
+    fold = FoldVAE()
+    x = vae_batch(batch_rng(0, "vae", 3), 2, 32, 33)  # (1, 3, 33, 32, 32)
+    z = fold.encode(x).latent_dist.mode()
+    assert z.shape == (1, 192, 9, 8, 8)
+    assert torch.equal(fold.decode(z).sample, x)
+    vae = WanVAE(fold)
+    whole = vae.decode(z)
+    stream = vae.new_stream()
+    pieces = np.concatenate([vae.decode_stream(z[:, :, a:b], stream, first=a == 0) for a, b in ((0, 3), (3, 4), (4, 9))])
+    assert whole.shape == (33, 32, 32, 3) and np.array_equal(pieces, whole)
+    with pytest.raises(ValueError, match="32 frames; it takes 1 \\+ 4k"):
+        fold.encode(x[:, :, :32])
 
 
 def test_short_text_encoding_padded_equals_the_engines():

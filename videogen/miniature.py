@@ -1,14 +1,15 @@
 """The miniature model: a Wan-family video diffusion model small enough to train on a 2-core CPU.
 
-Every component is a stock diffusers / transformers class, so the model saves with
-`videogen.model.save_components` and loads with `videogen.model.load_components` like any Wan
-checkpoint:
+Every component loads through `videogen.model.load_components` like any Wan checkpoint, and all
+but the VAE are stock diffusers / transformers classes:
 
-- **VAE**: `AutoencoderKLWan`, 4x temporal (Wan's convention: pixel frames = 4k+1) and 4x
-  spatial (two downsamplings, not Wan's three: at 32 px an 8x VAE leaves 4x4 latents, too few for
-  a shape's outline). 32x32 pixels -> 8x8 latents of 16 channels.
-- **Transformer**: `WanTransformer3DModel` with Wan image-to-video's 36 input channels
-  (16 noisy latents + 4 mask + 16 conditioning latents), patch (1, 2, 2): a 33-frame clip is
+- **VAE**: pixel space. `FoldVAE` folds 4 pixel frames x 4x4 pixels into 192 channels (Wan's frame
+  convention: pixel frames = 4k+1, the first latent frame is the first pixel frame). It is exact
+  and has nothing to train, so the whole budget goes to the transformer. (``vae="wan"`` trains a
+  small `AutoencoderKLWan` instead: 4x temporal, 4x spatial, 16 channels; MODEL.md says why the
+  shipped model does not use it.) 32x32 pixels -> 8x8 latents.
+- **Transformer**: `WanTransformer3DModel` with Wan image-to-video's input layout (noisy latents +
+  4 mask channels + conditioning latents: 192 + 4 + 192), patch (1, 2, 2): a 33-frame clip is
   9 latent frames x 4 x 4 = 144 tokens.
 - **Text**: a small `UMT5EncoderModel` over a word-level tokenizer of the shapes world's captions.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 
+from .fold import FoldVAE
 from .model import small_text_encoder
 from .shapes import vocabulary
 from .text import build_word_tokenizer
@@ -30,26 +32,36 @@ class MiniatureConfig:
     """Sizes of the miniature model; the reason for each number beside it."""
 
     size: int = 32  # pixels per side: shapes of 8-14 px keep their outline, and a step stays under a second
-    latent_channels: int = 16  # Wan's z_dim, so the 36-channel image-to-video layout holds
+    # "fold": pixel space, 4 frames x 4x4 pixels folded into 192 channels (`FoldVAE`), nothing to
+    # train and exact; "wan": a small `AutoencoderKLWan` trained first (16 channels; see MODEL.md for
+    # why the shipped model no longer uses it).
+    vae: str = "fold"
     mask_channels: int = 4  # Wan image-to-video's mask width
-    vae_dim: int = 8  # the VAE's widest layer is 16: flat shapes need little
+    vae_dim: int = 8  # "wan" only: the VAE's widest layer is 16, flat shapes need little
     width: int = 128  # transformer hidden size: 4 heads x 32
     heads: int = 4
-    layers: int = 4
+    layers: int = 6
     ffn: int = 384
     text_dim: int = 64
     text_layers: int = 2
-    flow_shift: float = 2.0  # small images need less high-noise emphasis than Wan's 480p (shift 5)
+    flow_shift: float = 3.0  # pixel space is redundant (flat 4x4x4 blocks): more of the steps at high noise
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * 4 * 4 * 4 if self.vae == "fold" else 16  # the fold's 192; Wan's z_dim
 
     @property
     def in_channels(self) -> int:
         return 2 * self.latent_channels + self.mask_channels
 
 
-def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) -> dict:
-    """Untrained miniature components (seeded), in the dict `save_components` takes."""
-    torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
+def build_vae(config: MiniatureConfig):
+    """The miniature's VAE: the pixel fold, or an untrained small Wan VAE."""
+    if config.vae == "fold":
+        return FoldVAE(temporal=4, spatial=4)
+    if config.vae != "wan":
+        raise ValueError(f"MiniatureConfig.vae: {config.vae!r} is neither 'fold' nor 'wan'")
+    return AutoencoderKLWan(
         base_dim=config.vae_dim,
         z_dim=config.latent_channels,
         dim_mult=[1, 2, 2],
@@ -60,6 +72,12 @@ def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) 
         scale_factor_temporal=4,
         scale_factor_spatial=4,
     )
+
+
+def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) -> dict:
+    """Untrained miniature components (seeded), in the dict `save_components` takes."""
+    torch.manual_seed(seed)
+    vae = build_vae(config)
     tokenizer = build_word_tokenizer(vocabulary())
     text_encoder = small_text_encoder(len(tokenizer), config.text_dim, config.text_layers, d_kv=16, d_ff=4 * config.text_dim)
     transformer = WanTransformer3DModel(

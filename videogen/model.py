@@ -11,6 +11,7 @@ ship inside the package (``videogen/weights/<name>``): the built-in miniature mo
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from diffusers.video_processor import VideoProcessor
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
+from .fold import FoldVAE
 from .text import BASIC_WORDS, build_word_tokenizer
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
@@ -162,7 +164,7 @@ def load_components(source: str) -> dict:
         tokenizer=AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
         text_encoder=UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder"),
         transformer=WanTransformer3DModel.from_pretrained(source, subfolder="transformer"),
-        vae=AutoencoderKLWan.from_pretrained(source, subfolder="vae"),
+        vae=vae_class(index).from_pretrained(source, subfolder="vae"),
         scheduler=scheduler_cls.from_pretrained(source, subfolder="scheduler"),
     )
     if (index.get("transformer_2") or [None])[0] is not None:
@@ -170,6 +172,16 @@ def load_components(source: str) -> dict:
         components["transformer_2"] = WanTransformer3DModel.from_pretrained(source, subfolder="transformer_2")
         components["boundary_ratio"] = index.get("boundary_ratio")
     return components
+
+
+def vae_class(index: dict) -> type:
+    """The VAE class a model index names: Wan's `AutoencoderKLWan`, or a videogen class (`FoldVAE`)."""
+    library, name = index.get("vae") or ("diffusers", "AutoencoderKLWan")
+    if library == "diffusers" or library.startswith("diffusers."):
+        return getattr(diffusers, name)
+    if library.startswith("videogen."):
+        return getattr(importlib.import_module(library), name)
+    raise ValueError(f"model_index.json: vae class {library}.{name} is neither diffusers' nor videogen's")
 
 
 def save_components(components: dict, folder: str | Path) -> Path:
@@ -207,7 +219,9 @@ class WanVAE:
     def load(cls, source: str, device: str = "cpu") -> "WanVAE":
         if source.startswith("builtin:"):
             return cls(load_components(source)["vae"], device)
-        return cls(AutoencoderKLWan.from_pretrained(local_source(source), subfolder="vae"), device)
+        folder = Path(local_source(source))
+        index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+        return cls(vae_class(index).from_pretrained(str(folder), subfolder="vae"), device)
 
     def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
@@ -224,6 +238,8 @@ class WanVAE:
 
     def new_stream(self) -> list:
         """The decoder's causal cache, empty: one per clip decoded in pieces."""
+        if isinstance(self.vae, FoldVAE):
+            return []  # no cache: each latent frame decodes on its own
         return [None] * sum(isinstance(m, WanCausalConv3d) for m in self.vae.decoder.modules())
 
     @torch.no_grad()
@@ -233,6 +249,9 @@ class WanVAE:
         Pieces decoded in order give exactly the frames of one `decode` of the whole clip: this is
         the VAE's own frame-by-frame loop, with the cache kept between calls.
         """
+        if isinstance(self.vae, FoldVAE):
+            video = self.vae.decode(self._denormalize(latents), return_dict=False, first_chunk=first)[0]
+            return np.concatenate(self.processor.postprocess_video(video, output_type="np"))
         x = self.vae.post_quant_conv(self._denormalize(latents))
         pieces = [
             self.vae.decoder(x[:, :, i : i + 1], feat_cache=stream, feat_idx=[0], first_chunk=first and i == 0)

@@ -248,7 +248,8 @@ class Trainer:
         self.s, self.config = settings, config
         self.components = build_miniature(config, seed=settings.seed)
         c = self.components
-        self.vae_opt = torch.optim.AdamW(c["vae"].parameters(), lr=settings.vae_lr)
+        self.vae_opt = torch.optim.AdamW([p for p in c["vae"].parameters() if p.requires_grad] or [torch.zeros(1)],
+                                         lr=settings.vae_lr)
         self.dit_opt = torch.optim.AdamW([*c["transformer"].parameters(), *c["text_encoder"].parameters()],
                                          lr=settings.lr, weight_decay=0.01)
         self.counts = {"vae": 0, "dit": 0}
@@ -305,7 +306,14 @@ class Trainer:
         if self.s.minutes is None:
             return float("inf")
         total = self.s.minutes * 60.0
-        return total * VAE_SHARE if stage == "vae" else total - self.seconds["vae"]
+        if stage == "vae":
+            return total * VAE_SHARE if self.trains_vae else 0.0
+        return total - self.seconds["vae"]
+
+    @property
+    def trains_vae(self) -> bool:
+        """Whether the VAE stage runs: a Wan VAE is trained first; the pixel fold has nothing to learn."""
+        return any(p.requires_grad for p in self.components["vae"].parameters())
 
     def run(self, progress: bool = True) -> Path:
         """Train both stages to their step or time limits, then export the model folder."""
@@ -314,7 +322,8 @@ class Trainer:
             self._write_log([])
         c = self.components
         before = self.counts["vae"]
-        self._stage("vae", self.s.vae_steps, self._vae_step, progress)
+        if self.trains_vae:
+            self._stage("vae", self.s.vae_steps, self._vae_step, progress)
         if self.counts["vae"] != before:  # the VAE changed (a resumed VAE stage): measure its latents again
             self.stats_done = False
         if not self.stats_done:

@@ -85,6 +85,7 @@ class Runner:
         self.slots = config.slots or 2 * config.workers
         self.engine = None
         self._active: dict[str, object] = {}  # store job id -> ClipJob or DocumentRun
+        self._documents: list[threading.Thread] = []  # their builders' threads, joined by `stop`
         self._lock = threading.Condition()
         self._stopped = False
         self._woken = False
@@ -125,6 +126,10 @@ class Runner:
             self._thread.join()
         if self.engine is not None:
             self.engine.shutdown()
+        # A document's builder fails fast once the engine is gone, or finishes what it was writing;
+        # either way it is done before the store closes, so a job that ended is recorded as ended.
+        for thread in self._documents:
+            thread.join()
         self._webhooks.shutdown(wait=True)
 
     # ---------------------------------------------------------------- the loop
@@ -177,7 +182,9 @@ class Runner:
                           on_progress=lambda stage, fraction: self.store.progress(job.id, stage, fraction))
         with self._lock:
             self._active[job.id] = run
-        threading.Thread(target=self._run_document, args=(job.id, run), name=f"videogen-{job.kind}", daemon=True).start()
+        thread = threading.Thread(target=self._run_document, args=(job.id, run), name=f"videogen-{job.kind}", daemon=True)
+        self._documents = [t for t in self._documents if t.is_alive()] + [thread]
+        thread.start()
 
     def _run_document(self, job_id: str, run: DocumentRun) -> None:
         try:
