@@ -112,3 +112,22 @@ def test_short_text_encoding_padded_equals_the_engines():
                                       max_sequence_length=CAPTION_TOKENS, device=torch.device("cpu"))
     padded = torch.nn.functional.pad(short, (0, 0, 0, MAX_TEXT_TOKENS - CAPTION_TOKENS))
     assert torch.equal(full, padded)
+
+
+def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):
+    """The miniature predicts clean frames; the engine's sampler gets ``(x_t - x0) / sigma`` from it."""
+    from videogen.model import SAMPLE_MIN_SIGMA, WanModel, save_components
+
+    save_components(build_miniature(MiniatureConfig(layers=1)), tmp_path / "m", prediction="sample")
+    model = WanModel.load(str(tmp_path / "m"))
+    assert model.prediction == "sample" and model.latent_channels == 192
+    x = torch.randn(1, 2 * 192 + 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    embeds = model.encode_prompt("a red circle moving right", "", 1.0)
+    for t, sigma in ((torch.tensor(600.0), 0.6), (torch.tensor(10.0), SAMPLE_MIN_SIGMA)):
+        raw = model.transformer(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=embeds[0], return_dict=False)[0]
+        assert torch.allclose(model.predict(x, t, embeds, 1.0), (x[:, :192] - raw) / sigma, atol=1e-4)
+    flow = WanModel(load_components(str(tmp_path / "m")))  # told nothing: diffusers' velocity, as output
+    raw = flow.transformer(hidden_states=x, timestep=torch.tensor([600.0]), encoder_hidden_states=embeds[0], return_dict=False)[0]
+    assert torch.equal(flow.predict(x, torch.tensor(600.0), embeds, 1.0), raw)
+    with pytest.raises(ValueError, match="prediction_type='noise'"):
+        WanModel(load_components(str(tmp_path / "m")), prediction="noise")

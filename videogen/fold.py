@@ -33,17 +33,22 @@ class FoldVAE(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, channels: int = 3, temporal: int = 4, spatial: int = 4,
-                 latents_mean: list[float] | None = None, latents_std: list[float] | None = None):
+                 latents_mean: list[float] | None = None, latents_std: list[float] | None = None,
+                 z_dim: int | None = None, scale_factor_temporal: int | None = None,
+                 scale_factor_spatial: int | None = None, temperal_downsample: list[bool] | None = None):
+        # The last four follow from the first three; they are in the config because the engine
+        # reads them from any VAE's config (and given back when loading, they are checked).
         super().__init__()
-        z_dim = channels * temporal * spatial * spatial
-        self.register_to_config(
-            z_dim=z_dim,
-            scale_factor_temporal=temporal,
-            scale_factor_spatial=spatial,
-            temperal_downsample=[True] * (temporal.bit_length() - 1),
-            latents_mean=list(latents_mean or [0.0] * z_dim),
-            latents_std=list(latents_std or [1.0] * z_dim),
-        )
+        derived = dict(z_dim=channels * temporal * spatial * spatial, scale_factor_temporal=temporal,
+                       scale_factor_spatial=spatial, temperal_downsample=[True] * (temporal.bit_length() - 1))
+        given = dict(z_dim=z_dim, scale_factor_temporal=scale_factor_temporal,
+                     scale_factor_spatial=scale_factor_spatial, temperal_downsample=temperal_downsample)
+        for name, value in given.items():
+            if value is not None and value != derived[name]:
+                raise ValueError(f"FoldVAE: {name}={value!r}, but channels, temporal and spatial make it {derived[name]!r}")
+        z = derived["z_dim"]
+        self.register_to_config(**derived, latents_mean=list(latents_mean or [0.0] * z),
+                                latents_std=list(latents_std or [1.0] * z))
         # ModelMixin wants a parameter to read a device and dtype from; this one is never used.
         self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
 

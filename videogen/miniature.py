@@ -44,6 +44,9 @@ class MiniatureConfig:
     ffn: int = 384
     text_dim: int = 64
     text_layers: int = 2
+    # Pixel patches (4 x 4x4 x 3 x 2 wide) are wider than the transformer: it predicts clean frames,
+    # not the velocity (a velocity carries the noise, which 128 numbers per token cannot hold).
+    prediction: str = "sample"
     flow_shift: float = 3.0  # pixel space is redundant (flat 4x4x4 blocks): more of the steps at high noise
 
     @property

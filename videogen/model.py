@@ -29,6 +29,13 @@ from .fold import FoldVAE
 from .text import BASIC_WORDS, build_word_tokenizer
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
+# What a transformer outputs. ``flow``: the velocity ``noise - x0`` (Wan, diffusers). ``sample``: the
+# clean latents ``x0``, turned into the velocity ``(x_t - x0) / sigma`` for the scheduler; a
+# pixel-space model with patches wider than the transformer can only draw clean images (which lie
+# on a low-dimensional manifold), not the noise, so it predicts them (Li and He, "Back to Basics:
+# Let Denoising Generative Models Denoise", 2025).
+PREDICTIONS = ("flow", "sample")
+SAMPLE_MIN_SIGMA = 0.05  # the velocity from a sample prediction divides by at least this noise level
 PACKAGED = Path(__file__).parent / "weights"  # trained models shipped with videogen
 
 
@@ -143,6 +150,18 @@ def build_random_wan(shape_name: str) -> dict:
     return components
 
 
+def model_index(source: str) -> dict:
+    """A diffusers folder's or hub id's ``model_index.json`` (empty for ``builtin:`` sources)."""
+    if source.startswith("builtin:"):
+        return {}
+    source = local_source(source)
+    if Path(source).is_dir():
+        return json.loads((Path(source) / "model_index.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
+
+
 def load_components(source: str) -> dict:
     """Components from ``builtin:<shape>``, a diffusers folder, or a hub id (float32, on the CPU)."""
     if source.startswith("builtin:"):
@@ -151,12 +170,7 @@ def load_components(source: str) -> dict:
             raise ValueError(f"model source {source!r}: no built-in shape {name!r} ({', '.join(RANDOM_SHAPES)})")
         return build_random_wan(name)
     source = local_source(source)
-    if Path(source).is_dir():
-        index = json.loads((Path(source) / "model_index.json").read_text())
-    else:
-        from huggingface_hub import hf_hub_download
-
-        index = json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
+    index = model_index(source)
     if index.get("expand_timesteps"):
         raise ValueError(f"model {source!r}: per-token timesteps (Wan 2.2 TI2V) are not supported yet")
     scheduler_cls = getattr(diffusers, index["scheduler"][1])
@@ -184,9 +198,17 @@ def vae_class(index: dict) -> type:
     raise ValueError(f"model_index.json: vae class {library}.{name} is neither diffusers' nor videogen's")
 
 
-def save_components(components: dict, folder: str | Path) -> Path:
-    """Save components as a diffusers folder that `load_components` (and `WanPipeline`) can read."""
-    WanPipeline(**components).save_pretrained(folder)
+def save_components(components: dict, folder: str | Path, prediction: str = "flow") -> Path:
+    """Save components as a diffusers folder that `load_components` (and `WanPipeline`) can read.
+
+    Args:
+        prediction: what the transformer outputs (see `PREDICTIONS`); recorded in ``model_index.json``
+            when it is not diffusers' own ``flow``.
+    """
+    pipe = WanPipeline(**components)
+    if prediction != "flow":
+        pipe.register_to_config(prediction_type=prediction)
+    pipe.save_pretrained(folder)
     return Path(folder)
 
 
@@ -203,6 +225,13 @@ def _cast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> N
         for name, module in model.named_modules():
             if any(k in name.split(".") for k in keep):
                 torch.nn.Module.to(module, torch.float32)
+
+
+def velocity_from_sample(x_t: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The flow ``noise - x0`` implied by a clean-sample prediction at noise level ``sigma``
+    (``x_t = (1 - sigma) x0 + sigma noise``), with ``sigma`` at least `SAMPLE_MIN_SIGMA`."""
+    sigma = sigma.to(x_t).clamp(min=SAMPLE_MIN_SIGMA).view(-1, *[1] * (x_t.dim() - 1))
+    return (x_t - x0) / sigma
 
 
 class WanVAE:
@@ -268,9 +297,13 @@ class WanModel:
     same components), so a one-window clip matches `WanPipeline` exactly.
     """
 
-    def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 prediction: str = "flow"):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"model_index.json: prediction_type={prediction!r} is not one of {', '.join(PREDICTIONS)}")
         self.device = torch.device(device)
         self.dtype = dtype
+        self.prediction = prediction
         modules = [n for n in ("text_encoder", "transformer", "transformer_2") if components.get(n) is not None]
         for name in modules:  # the VAE is set up by WanVAE
             # Built-in-code models start in training mode; eval() turns T5's dropout off.
@@ -290,7 +323,7 @@ class WanModel:
 
     @classmethod
     def load(cls, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WanModel":
-        return cls(load_components(source), device, dtype)
+        return cls(load_components(source), device, dtype, model_index(source).get("prediction_type", "flow"))
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative: str, guidance: float):
@@ -346,6 +379,9 @@ class WanModel:
         if negative is not None:
             uncond = net(hidden_states=x, timestep=timestep, encoder_hidden_states=negative, return_dict=False)[0]
             pred = uncond + guidance * (pred - uncond)
+        if self.prediction == "sample":
+            sigma = t.float() / self.pipe.scheduler.config.num_train_timesteps
+            return velocity_from_sample(x[:, : self.latent_channels], pred, sigma)
         return pred
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:

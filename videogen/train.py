@@ -35,7 +35,7 @@ from diffusers import WanPipeline
 from tqdm import tqdm
 
 from .miniature import MiniatureConfig, build_miniature
-from .model import MAX_TEXT_TOKENS, save_components
+from .model import MAX_TEXT_TOKENS, save_components, velocity_from_sample
 from .shapes import caption, render, sample_scene
 
 STAGES = ("vae", "dit")
@@ -210,8 +210,13 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
     return task, torch.stack(latents), torch.stack(known), prompts
 
 
-def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int) -> torch.Tensor:
-    """Flow-matching loss of the transformer on one batch; given frames are inputs, not targets."""
+def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int,
+              prediction: str = "flow") -> torch.Tensor:
+    """Flow-matching loss of the transformer on one batch; given frames are inputs, not targets.
+
+    With ``prediction="sample"`` the transformer outputs clean latents, turned into the velocity
+    the loss (and the engine's sampler) uses.
+    """
     b, _, t, h, w = x0.shape
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     noise = torch.randn(x0.shape, generator=gen)
@@ -228,6 +233,8 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
     embeds = torch.nn.functional.pad(embeds, (0, 0, 0, MAX_TEXT_TOKENS - CAPTION_TOKENS))
     pred = pipe.transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
                             encoder_hidden_states=embeds, return_dict=False)[0]
+    if prediction == "sample":  # the loss stays on the velocity, as the sampler uses it
+        pred = velocity_from_sample(x, pred, sigma.view(b))
     weight = (1 - m).expand_as(pred)
     return ((pred - (noise - x0)) ** 2 * weight).sum() / weight.sum().clamp(min=1)
 
@@ -390,7 +397,7 @@ class Trainer:
         c["text_encoder"].train()
         rng = batch_rng(self.s.seed, "dit", step)
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
-        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels)
+        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction)
         for group in self.dit_opt.param_groups:
             group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("dit")  # warm-up, then decay
         self.dit_opt.zero_grad()
@@ -410,7 +417,7 @@ class Trainer:
             c[name].eval()
         folder = self.s.out / "model"
         tmp = self.s.out / f".model.{os.getpid()}.tmp"
-        save_components(c, tmp)
+        save_components(c, tmp, self.config.prediction)
         (tmp / "videogen.yaml").write_text(yaml.safe_dump(MODEL_PRESET))
         if folder.exists():
             old = self.s.out / f".model.{os.getpid()}.old"
