@@ -10,7 +10,8 @@ import pytest
 
 from videogen.encode import read_mp4, write_mp4
 from videogen.evaluate import evaluate, evaluate_file, judging_size, seam_frames
-from videogen.model import PACKAGED, load_components, local_source
+from videogen.fold import FoldVAE
+from videogen.model import PACKAGED, load_components, local_source, model_index
 from videogen.plan import window_spans
 from videogen.presets import DEFAULT_MODEL, MODEL_ENV, ViewSettings, default_model, resolve_model
 from videogen.request import ClipRequest, resolve
@@ -31,9 +32,11 @@ def test_shipped_weights_load_through_the_preset(monkeypatch):
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= MAX_SHIPPED_BYTES, size
     c = load_components(preset.source)
-    assert c["transformer"].config.in_channels == preset.in_channels == 36
+    assert isinstance(c["vae"], FoldVAE) and c["vae"].config.z_dim == preset.latent_channels == 192
+    assert c["transformer"].config.in_channels == preset.in_channels == 2 * 192 + 4
     assert c["vae"].config.scale_factor_spatial == preset.vae_scale_spatial == 4
-    # The VAE's latent statistics were measured after its training, not left at 0 / 1.
+    assert model_index(preset.source)["prediction_type"] == "sample"
+    # The pixels' statistics were measured on training clips, not left at 0 / 1.
     assert np.ptp(c["vae"].config.latents_mean) > 0 and min(c["vae"].config.latents_std) != 1.0
     ids = c["tokenizer"]("a red circle moving right").input_ids
     assert c["tokenizer"].decode(ids, skip_special_tokens=True) == "a red circle moving right"
@@ -50,6 +53,7 @@ def test_view_size_is_a_whole_factor_to_the_short_side():
     assert ViewSettings(short_side=256).size(512, 512) == (512, 512)
     spec = resolve(ClipRequest(prompt="x"), resolve_model("miniature"))
     assert (spec.width, spec.height, spec.frames, spec.fps, spec.view) == (32, 32, 33, 8, (256, 256, "lanczos"))
+    assert (spec.steps, spec.guidance) == (40, 2.0)  # configs/quality/miniature.yaml
     assert resolve(ClipRequest(prompt="x", model="tiny-random"), resolve_model("tiny-random")).view is None
 
 
@@ -77,12 +81,12 @@ def test_scorecard_plan():
 
 
 def test_generate_with_the_shipped_model(tmp_path):
-    """The shipped weights through the CLI: native 32x32 frames, a 256x256 MP4, a frame strip."""
+    """The default model through the CLI: native 32x32 frames, a 256x256 MP4, a frame strip, the right colour."""
     out = tmp_path / "out.mp4"
     strip = tmp_path / "strip.png"
-    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV}
+    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV}  # no model named: the built-in one
     run = subprocess.run([sys.executable, "-m", "videogen", "generate", "a red circle moving right", "-o", str(out),
-                          "--model", "miniature", "--strip", str(strip), "--json"], capture_output=True, text=True, timeout=600, env=env)
+                          "--strip", str(strip), "--json"], capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads(run.stdout)
     assert (summary["frames"], summary["width"], summary["height"]) == (33, 32, 32)
@@ -92,3 +96,9 @@ def test_generate_with_the_shipped_model(tmp_path):
     from PIL import Image
 
     assert Image.open(strip).size[0] > 8 * 128
+    report = evaluate_file(out)
+    assert report.found.colour == "red", report.found  # shapes and motion are not reliable yet (MODEL.md)
+    # The clip is a shape on a background, not noise: most of each frame is one flat colour.
+    small = judging_size(frames).astype(int)
+    background = np.median(small.reshape(len(small), -1, 3), axis=1)[:, None, None]
+    assert np.mean(np.abs(small - background).max(axis=-1) < 24) > 0.6

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RequestError
 
-DEFAULT_MODEL = "tiny-random"  # until the built-in `miniature` follows prompts (MODEL.md)
+DEFAULT_MODEL = "miniature"  # the built-in model trained on the shapes world (MODEL.md)
 MODEL_ENV = "VIDEOGEN_MODEL"
 
 

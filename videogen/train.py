@@ -61,7 +61,7 @@ KL_WEIGHT = 1e-6
 # background alone (measured: after 673 steps it drew no shapes at all).
 FOREGROUND_WEIGHT = 10.0
 CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
-MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "draft"}
+MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "miniature"}
 # The exported folder's videogen.yaml, as configs/models/miniature.yaml has it for the shipped copy.
 MODEL_PRESET = {"defaults": MODEL_DEFAULTS, "max_pixels": 64 * 64, "view": {"short_side": 256, "filter": "lanczos"}}
 
