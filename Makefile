@@ -20,7 +20,7 @@ install-test: $(BIN)/activate
 	$(BIN)/pip install -q "$(TORCH)" -e ".[test]"
 
 demo: install  ## install, then make out.mp4 with the default model
-	$(BIN)/videogen generate "a red circle moving right" -o out.mp4
+	$(BIN)/videogen generate "a red circle moving right" -o out.mp4 --strip out.png
 
 test: install-test  ## install, then run the test suite
 	$(BIN)/python -m pytest -q
