@@ -247,8 +247,11 @@ def test_a_storyboard_running_when_the_service_stops_resumes_from_the_task_cache
     config = ServiceConfig(data_dir=tmp_path, tokens_file=tmp_path / "tokens.txt", runner=RunnerConfig(workers=1))
     first = Served(Service(config))
     try:
-        job = first.client().submit(dict(STORYBOARD, timing={"min_seconds": 2, "max_seconds": 2}, clip=dict(CLIP, steps=4)))
-        while (now := first.client().status(job["id"]))["progress"] < 0.3:
+        # Slow enough shots (64x64, 40 steps) that the stop lands while the job still has clips to make:
+        # a job that ends while the service stops is recorded as ended, and there is nothing to resume.
+        slow = dict(CLIP, width=64, height=64, steps=40)
+        job = first.client().submit(dict(STORYBOARD, timing={"min_seconds": 2, "max_seconds": 2}, clip=slow))
+        while (now := first.client().status(job["id"]))["progress"] < 0.2:
             assert now["status"] in ("queued", "running"), now
             time.sleep(0.05)
     finally:

@@ -294,7 +294,9 @@ class WanModel:
     """The Wan family behind `VideoModel`: text encoding, guided flow prediction, VAE decoding.
 
     Prompt encoding and latent (de)normalisation are diffusers' own (a `WanPipeline` built from the
-    same components), so a one-window clip matches `WanPipeline` exactly.
+    same components), so a one-window clip of a velocity (``flow``) model matches `WanPipeline`
+    exactly. A ``sample`` model's outputs are turned into velocities first (`velocity_from_sample`),
+    which `WanPipeline` does not do.
     """
 
     def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
