@@ -23,7 +23,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The clip request's fields as flags (shared by every command that makes clips)."""
     g = p.add_argument_group("clip")
     g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: $VIDEOGEN_MODEL, else tiny-random)")
-    g.add_argument("--quality", metavar="NAME", default=None, help="quality preset: draft, standard, high (default: the model's)")
+    g.add_argument("--quality", metavar="NAME", default=None, help="quality preset from configs/quality/: draft, standard, high, miniature (default: the model's)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--frames", metavar="N", type=int, help="clip length in pixel frames")
     length.add_argument("--seconds", metavar="S", type=float, help="clip length in seconds (frames = seconds * fps)")

@@ -2,13 +2,14 @@
 
 Two stages, in order, each resumable:
 
-1. **vae**: the `AutoencoderKLWan` learns to reconstruct clips of 9 to 129 frames (L1 + MSE, shapes
-   weighted up, a light KL);
-   then the latents' per-channel mean and std are measured and written into its config, as Wan's
-   VAE carries them.
+1. **vae** (only with a Wan VAE, ``MiniatureConfig(vae="wan")``; the default pixel fold has nothing
+   to learn): the `AutoencoderKLWan` learns to reconstruct clips of 9 to 129 frames (L1 + MSE,
+   shapes weighted up, a light KL). Then the latents' per-channel mean and std are measured and
+   written into the VAE's config, as Wan's VAE carries them (the fold's too).
 2. **dit**: the transformer and the text encoder learn flow matching on the frozen VAE's latents.
    With diffusers' `FlowMatchEulerDiscreteScheduler`, ``x_sigma = (1 - sigma) * x0 + sigma * noise``
-   and ``step`` moves ``x += (sigma_next - sigma) * prediction``, so the target is ``noise - x0``.
+   and ``step`` moves ``x += (sigma_next - sigma) * prediction``, so the target is ``noise - x0``
+   (a clean-frame model's output is turned into that velocity first).
    Each step trains one of the three tasks the engine asks for, on a batch of clips drawn on the fly:
    ``t2v`` (a whole clip, nothing given), ``window`` (a stretch of a longer clip with some latent
    frames given through the mask and conditioning channels), ``keyframes`` (latent frames at a
