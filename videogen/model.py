@@ -248,9 +248,7 @@ class WanVAE:
     def load(cls, source: str, device: str = "cpu") -> "WanVAE":
         if source.startswith("builtin:"):
             return cls(load_components(source)["vae"], device)
-        folder = Path(local_source(source))
-        index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
-        return cls(vae_class(index).from_pretrained(str(folder), subfolder="vae"), device)
+        return cls(vae_class(model_index(source)).from_pretrained(local_source(source), subfolder="vae"), device)
 
     def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
