@@ -21,8 +21,11 @@ class Parser(argparse.ArgumentParser):
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """The clip request's fields as flags (shared by every command that makes clips)."""
+    from .presets import DEFAULT_MODEL
+
     g = p.add_argument_group("clip")
-    g.add_argument("--model", metavar="NAME_OR_PATH", default=None, help="model preset name or diffusers model folder (default: $VIDEOGEN_MODEL, else tiny-random)")
+    g.add_argument("--model", metavar="NAME_OR_PATH", default=None,
+                   help=f"model preset name or diffusers model folder (default: $VIDEOGEN_MODEL, else {DEFAULT_MODEL}, the built-in model)")
     g.add_argument("--quality", metavar="NAME", default=None, help="quality preset from configs/quality/: draft, standard, high, miniature (default: the model's)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--frames", metavar="N", type=int, help="clip length in pixel frames")
