@@ -1,7 +1,6 @@
 """Actors ask Ray for GPUs only when the cluster has them (num_gpus is scheduling only, so a
 CPU machine can declare GPUs); without CUDA they still run, on the CPU in float32."""
 
-import numpy as np
 import pytest
 import ray
 

@@ -24,7 +24,7 @@ from PIL import Image
 from videogen.encode import read_mp4
 from videogen.policy import Blocklist, PromptPolicy
 from videogen.service.app import Service, ServiceConfig, create_app
-from videogen.service.client import ApiClientError, JobClient
+from videogen.service.client import JobClient
 from videogen.service.queue import next_jobs, queue_order
 from videogen.service.runner import RunnerConfig
 from videogen.service.store import JobRecord, JobStore

@@ -154,7 +154,7 @@ def test_a_batch_job_from_the_cli_writes_its_manifest_and_mp4s(served, tmp_path,
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "records and thumbnails stay on the server"
     status, _, _ = served.call("GET", f"/v1/jobs/{job_id}/video")
     assert status == 409
-    assert main(["jobs"]) == 0 and f"[batch] svc: 1 variants, 1 clips" in capsys.readouterr().out
+    assert main(["jobs"]) == 0 and "[batch] svc: 1 variants, 1 clips" in capsys.readouterr().out
     again = tmp_path / "again"
     assert main(["fetch", job_id, "-o", str(again)]) == 0
     assert (again / rows[0]["path"]).read_bytes() == (out / rows[0]["path"]).read_bytes()

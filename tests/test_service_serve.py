@@ -2,7 +2,6 @@
 same database and cache, it finishes the running job with its finished tasks read back (output
 equal to an uninterrupted run's) and runs the job that was still queued."""
 
-import json
 import os
 import signal
 import subprocess

@@ -95,23 +95,28 @@ def test_fold_is_exact_and_decodes_in_pieces_as_whole():
         fold.encode(x[:, :, :32])
 
 
-def test_short_text_encoding_padded_equals_the_engines():
+def test_the_miniature_pads_prompts_to_its_tokenizers_32_tokens_not_wans_512(tmp_path):
+    """Training and the engine encode a prompt alike: cut and zero-padded to the tokenizer's length."""
     from diffusers import WanPipeline
 
-    from videogen.model import MAX_TEXT_TOKENS
-    from videogen.train import CAPTION_TOKENS
+    from videogen.model import WanModel, build_random_wan, save_components, text_length
 
-    components = build_miniature()
+    components = build_miniature(MiniatureConfig(layers=1))
+    save_components(components, tmp_path / "m", prediction="sample")
+    model = WanModel.load(str(tmp_path / "m"))
+    assert text_length(model.pipe.tokenizer) == 32
+    prompt = "the yellow triangle is bouncing up and down on a light background"
+    embeds, _ = model.encode_prompt(prompt, "", 1.0)
+    assert embeds.shape == (1, 32, 64)
+    words = len(prompt.split()) + 1  # and the end token
+    assert embeds[0, :words].abs().sum(dim=-1).min() > 0 and embeds[0, words:].abs().sum() == 0
     components["text_encoder"].eval()
-    pipe = WanPipeline(**components)
-    prompts = ["the yellow triangle is bouncing up and down on a light background", "blue box"]
     with torch.no_grad():
-        full, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
-                                     max_sequence_length=MAX_TEXT_TOKENS, device=torch.device("cpu"))
-        short, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
-                                      max_sequence_length=CAPTION_TOKENS, device=torch.device("cpu"))
-    padded = torch.nn.functional.pad(short, (0, 0, 0, MAX_TEXT_TOKENS - CAPTION_TOKENS))
-    assert torch.equal(full, padded)
+        trained, _ = WanPipeline(**components).encode_prompt(
+            prompt=[prompt], do_classifier_free_guidance=False,
+            max_sequence_length=text_length(components["tokenizer"]), device=torch.device("cpu"))
+    torch.testing.assert_close(trained, embeds)
+    assert text_length(build_random_wan("tiny-random")["tokenizer"]) == 512  # Wan's length, as its checkpoints say
 
 
 def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):

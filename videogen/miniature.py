@@ -44,6 +44,9 @@ class MiniatureConfig:
     ffn: int = 384
     text_dim: int = 64
     text_layers: int = 2
+    # Prompts are cut and padded to this many tokens (the tokenizer's model_max_length; captions are
+    # at most 14). Wan pads to 512, and 500 zero embeddings drowned a prompt in cross-attention.
+    text_tokens: int = 32
     # Pixel patches (4 x 4x4 x 3 x 2 wide) are wider than the transformer: it predicts clean frames,
     # not the velocity (a velocity carries the noise, which 128 numbers per token cannot hold).
     prediction: str = "sample"
@@ -81,7 +84,7 @@ def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) 
     """Untrained miniature components (seeded), in the dict `save_components` takes."""
     torch.manual_seed(seed)
     vae = build_vae(config)
-    tokenizer = build_word_tokenizer(vocabulary())
+    tokenizer = build_word_tokenizer(vocabulary(), max_length=config.text_tokens)
     text_encoder = small_text_encoder(len(tokenizer), config.text_dim, config.text_layers, d_kv=16, d_ff=4 * config.text_dim)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),

@@ -15,8 +15,13 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2, as in T5's vocabulary
 
 
-def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
-    """A tokenizer whose vocabulary is the special tokens followed by ``words`` (deduplicated, in order)."""
+def build_word_tokenizer(words: list[str], max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A tokenizer whose vocabulary is the special tokens followed by ``words`` (deduplicated, in order).
+
+    Args:
+        max_length: the tokenizer's ``model_max_length``: prompts are cut to it, and the engine
+            pads text embeddings to it (at most 512, Wan's length) instead of to 512.
+    """
     vocab: dict[str, int] = {}
     for w in (*SPECIAL_TOKENS, *(w.lower() for w in words)):
         vocab.setdefault(w, len(vocab))
@@ -25,7 +30,7 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
     )
 
 

@@ -36,7 +36,7 @@ from diffusers import WanPipeline
 from tqdm import tqdm
 
 from .miniature import MiniatureConfig, build_miniature
-from .model import MAX_TEXT_TOKENS, save_components, velocity_from_sample
+from .model import save_components, text_length, velocity_from_sample
 from .shapes import caption, render, sample_scene
 
 STAGES = ("vae", "dit")
@@ -61,7 +61,6 @@ KL_WEIGHT = 1e-6
 # Shapes cover about a tenth of the pixels: unweighted, the VAE spends hundreds of steps on the
 # background alone (measured: after 673 steps it drew no shapes at all).
 FOREGROUND_WEIGHT = 10.0
-CAPTION_TOKENS = 32  # longer than any caption (at most 13 words and the end token)
 MODEL_DEFAULTS = {"width": 32, "height": 32, "fps": 8, "frames": 33, "quality": "miniature"}
 # The exported folder's videogen.yaml, as configs/models/miniature.yaml has it for the shipped copy.
 MODEL_PRESET = {"defaults": MODEL_DEFAULTS, "max_pixels": 64 * 64, "view": {"short_side": 256, "filter": "lanczos"}}
@@ -227,11 +226,9 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
     x = (1 - sigma) * x0 + sigma * noise
     m = known.view(b, 1, t, 1, 1)
     condition = torch.cat([m.expand(b, mask_channels, t, h, w), x0 * m], dim=1)
-    # Encoding at caption length and zero-padding to the engine's 512 gives what the engine's own
-    # encoding gives (the pipeline zeroes every embedding past the prompt), at a fraction of the cost.
+    # The engine's encoding: cut and zero-padded to the tokenizer's length (`text_length`).
     embeds, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
-                                   max_sequence_length=CAPTION_TOKENS, device=torch.device("cpu"))
-    embeds = torch.nn.functional.pad(embeds, (0, 0, 0, MAX_TEXT_TOKENS - CAPTION_TOKENS))
+                                   max_sequence_length=text_length(pipe.tokenizer), device=torch.device("cpu"))
     pred = pipe.transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
                             encoder_hidden_states=embeds, return_dict=False)[0]
     if prediction == "sample":  # the loss stays on the velocity, as the sampler uses it
