@@ -68,6 +68,10 @@ def test_train_resume_and_load(tmp_path):
     assert torch.equal(components["transformer"].state_dict()["proj_out.weight"], trained)
     size = sum(f.stat().st_size for f in (out / "model").rglob("*") if f.is_file())
     assert size < 25 * 2**20
+    # The transformer learnt; the text encoder stayed as initialised (seeded), as Wan's stays frozen.
+    assert not torch.equal(trained, build_miniature()["transformer"].state_dict()["proj_out.weight"])
+    initial = build_miniature()["text_encoder"].state_dict()
+    assert all(torch.equal(v, initial[k]) for k, v in components["text_encoder"].state_dict().items())
 
 
 def test_a_wan_vae_is_trained_first_and_its_latent_statistics_measured(tmp_path):
