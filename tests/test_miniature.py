@@ -53,7 +53,7 @@ def test_view_size_is_a_whole_factor_to_the_short_side():
     assert ViewSettings(short_side=256).size(512, 512) == (512, 512)
     spec = resolve(ClipRequest(prompt="x"), resolve_model("miniature"))
     assert (spec.width, spec.height, spec.frames, spec.fps, spec.view) == (32, 32, 33, 8, (256, 256, "lanczos"))
-    assert (spec.steps, spec.guidance) == (40, 2.0)  # configs/quality/miniature.yaml
+    assert (spec.steps, spec.guidance) == (40, 4.0)  # configs/quality/miniature.yaml
     assert resolve(ClipRequest(prompt="x", model="tiny-random"), resolve_model("tiny-random")).view is None
 
 
