@@ -60,7 +60,7 @@ class MiniatureConfig:
     # at shift 3, the clean-frame error had fallen from 0.51 to 0.11 (of 1) between sigma 0.999 and
     # 0.99, where shift 3 puts 3% of the training and one of 40 sampling steps. There the shape's
     # place and path are chosen, and that model ignored motion words (same loss with "left" as
-    # with "right"). Shift 32 puts a quarter of both in 0.99-0.999 and still a fifth below 0.9.
+    # with "right"). Shift 32 puts a fifth of both in 0.99-0.999 and still a fifth below 0.9.
     flow_shift: float = 32.0
 
     @property
