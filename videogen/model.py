@@ -30,6 +30,15 @@ from .text import BASIC_WORDS, build_word_tokenizer
 
 MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
 
+# What a transformer outputs. ``flow``: the velocity ``noise - x0`` (Wan, diffusers). ``sample``: the
+# clean latents ``x0``, turned into the velocity ``(x_t - x0) / sigma`` for the scheduler; a
+# pixel-space model with patches wider than the transformer can only draw clean images (which lie
+# on a low-dimensional manifold), not the noise, so it predicts them (Li and He, "Back to Basics:
+# Let Denoising Generative Models Denoise", 2025).
+PREDICTIONS = ("flow", "sample")
+SAMPLE_MIN_SIGMA = 0.05  # the velocity from a sample prediction divides by at least this noise level
+PACKAGED = Path(__file__).parent / "weights"  # trained models shipped with videogen
+
 
 def text_length(tokenizer) -> int:
     """Tokens a prompt is cut and zero-padded to: the tokenizer's ``model_max_length``, at most 512.
@@ -39,14 +48,6 @@ def text_length(tokenizer) -> int:
     weights trained that way: 4-8% of the attention on a 6-token prompt).
     """
     return min(MAX_TEXT_TOKENS, int(tokenizer.model_max_length))
-# What a transformer outputs. ``flow``: the velocity ``noise - x0`` (Wan, diffusers). ``sample``: the
-# clean latents ``x0``, turned into the velocity ``(x_t - x0) / sigma`` for the scheduler; a
-# pixel-space model with patches wider than the transformer can only draw clean images (which lie
-# on a low-dimensional manifold), not the noise, so it predicts them (Li and He, "Back to Basics:
-# Let Denoising Generative Models Denoise", 2025).
-PREDICTIONS = ("flow", "sample")
-SAMPLE_MIN_SIGMA = 0.05  # the velocity from a sample prediction divides by at least this noise level
-PACKAGED = Path(__file__).parent / "weights"  # trained models shipped with videogen
 
 
 def local_source(source: str) -> str:

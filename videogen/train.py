@@ -6,7 +6,8 @@ Two stages, in order, each resumable:
    to learn): the `AutoencoderKLWan` learns to reconstruct clips of 9 to 129 frames (L1 + MSE,
    shapes weighted up, a light KL). Then the latents' per-channel mean and std are measured and
    written into the VAE's config, as Wan's VAE carries them (the fold's too).
-2. **dit**: the transformer and the text encoder learn flow matching on the frozen VAE's latents.
+2. **dit**: the transformer learns flow matching on the frozen VAE's latents (the text encoder stays
+   as initialised unless ``MiniatureConfig(train_text_encoder=True)``).
    With diffusers' `FlowMatchEulerDiscreteScheduler`, ``x_sigma = (1 - sigma) * x0 + sigma * noise``
    and ``step`` moves ``x += (sigma_next - sigma) * prediction``, so the target is ``noise - x0``
    (a clean-frame model's output is turned into that velocity first).
@@ -237,11 +238,12 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
                                    max_sequence_length=text_length(pipe.tokenizer), device=torch.device("cpu"))
     pred = pipe.transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
                             encoder_hidden_states=embeds, return_dict=False)[0]
-    weight = (1 - m).expand_as(pred)
+    made = (1 - m).expand_as(pred)  # given frames are inputs, not targets
+    weight = made
     if prediction == "sample":  # the loss stays on the velocity, as the sampler uses it
         pred = velocity_from_sample(x, pred, sigma.view(b))
-        weight = weight * (sigma / LOSS_SIGMA_FLOOR).clamp(max=1) ** 2
-    return ((pred - (noise - x0)) ** 2 * weight).sum() / (1 - m).expand_as(pred).sum().clamp(min=1)
+        weight = made * (sigma / LOSS_SIGMA_FLOOR).clamp(max=1) ** 2
+    return ((pred - (noise - x0)) ** 2 * weight).sum() / made.sum().clamp(min=1)
 
 
 @torch.no_grad()

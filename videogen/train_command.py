@@ -41,8 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def add_command(sub) -> None:
     """Register ``videogen train`` on the CLI's subparsers."""
     p = sub.add_parser("train", help="train the miniature model on the shapes world",
-                       description="Train the built-in miniature model from scratch (VAE, then transformer and "
-                                   "text encoder), with checkpoints, a loss log and resume.")
+                       description="Train the built-in miniature model from scratch (its transformer, in pixel "
+                                   "space; the text encoder stays as initialised), with checkpoints, a loss log "
+                                   "and resume.")
     p.add_argument("--out", default="miniature-run", help="run folder (checkpoint.pt, loss.csv, model/)")
     p.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget over both stages")
     p.add_argument("--steps", type=int, default=100_000, help="transformer steps (stops earlier at the time budget)")
