@@ -10,8 +10,8 @@ import torch
 from videogen.cli import main
 from videogen.miniature import MiniatureConfig, build_miniature
 from videogen.fold import FoldVAE
-from videogen.model import WanVAE, load_components, model_index
-from videogen.train import LatentCodec, Trainer, TrainSettings, batch_rng, dit_batch, draw_noise_levels, vae_batch
+from videogen.model import WanVAE, load_components
+from videogen.train import LatentCodec, Trainer, TrainSettings, batch_rng, dit_batch, vae_batch
 
 
 def read_log(path):
@@ -60,8 +60,6 @@ def test_train_resume_and_load(tmp_path):
     assert ckpt["counts"] == {"vae": 0, "dit": 4}
 
     components = load_components(str(out / "model"))
-    index = model_index(str(out / "model"))  # how the engine turns outputs into velocities, and its noise levels
-    assert (index["prediction_type"], index["sample_skip"], index["uniform_share"]) == ("sample", 0.02, 0.3)
     assert isinstance(components["vae"], FoldVAE)
     assert components["transformer"].config.in_channels == 2 * 192 + 4
     assert components["vae"].config.scale_factor_spatial == 4
@@ -127,7 +125,7 @@ def test_the_miniature_pads_prompts_to_its_tokenizers_32_tokens_not_wans_512(tmp
 
 def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):
     """The miniature predicts clean frames; the engine's sampler gets ``(x_t - x0) / sigma`` from it."""
-    from videogen.model import SAMPLE_MIN_SIGMA, WanModel, clean_from_output, save_components
+    from videogen.model import SAMPLE_MIN_SIGMA, WanModel, save_components
 
     save_components(build_miniature(MiniatureConfig(layers=1)), tmp_path / "m", prediction="sample")
     model = WanModel.load(str(tmp_path / "m"))
@@ -142,57 +140,3 @@ def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):
     assert torch.equal(flow.predict(x, torch.tensor(600.0), embeds, 1.0), raw)
     with pytest.raises(ValueError, match="prediction_type='noise'"):
         WanModel(load_components(str(tmp_path / "m")), prediction="noise")
-
-    save_components(build_miniature(MiniatureConfig(layers=1)), tmp_path / "skip", prediction="sample", sample_skip=0.02)
-    skipping = WanModel.load(str(tmp_path / "skip"))
-    assert (skipping.sample_skip, skipping.uniform_share) == (0.02, 0.0)
-    raw = skipping.transformer(hidden_states=x, timestep=torch.tensor([50.0]), encoder_hidden_states=embeds[0], return_dict=False)[0]
-    x0 = clean_from_output(x[:, :192], raw, torch.tensor(0.05), 0.02)  # mostly the noisy input at sigma 0.05
-    assert torch.allclose(skipping.predict(x, torch.tensor(50.0), embeds, 1.0), (x[:, :192] - x0) / 0.05, atol=1e-4)
-
-
-def test_sample_skip_keeps_the_noisy_input_at_low_noise_and_predicts_clean_frames_at_high():
-    """``x0 = c x_t + (1 - c (1 - sigma)) out``: c is 1 at sigma 0, 0 at sigma 1, about 0.9 at 0.05."""
-    from videogen.model import clean_from_output
-
-    gen = torch.Generator().manual_seed(0)
-    x, out = torch.randn(4, 3, 1, 2, 2, generator=gen), torch.randn(4, 3, 1, 2, 2, generator=gen)
-    sigma = torch.tensor([0.0, 0.05, 0.5, 1.0])
-    x0 = clean_from_output(x, out, sigma, 0.02)
-    assert torch.allclose(x0[0], x[0]) and torch.allclose(x0[3], out[3])
-    keep = 0.95 * 0.02 / (0.95**2 * 0.02 + 0.05**2)  # 0.92
-    assert torch.allclose(x0[1], keep * x[1] + (1 - 0.95 * keep) * out[1])
-    assert (x0[2] - out[2]).abs().max() < 0.05 * (x[2] - out[2]).abs().max()  # at 0.5, nearly all the output
-    assert torch.equal(clean_from_output(x, out, sigma, 0.0), out)
-
-
-def test_a_uniform_share_of_noise_levels_is_trained_and_sampled():
-    """Shift 32 alone trains 3% and samples 2 of 40 steps below sigma 0.5; with a uniform share of 0.3,
-    17% and 6 of 40."""
-    from videogen.model import WanModel, noise_levels, save_components
-
-    levels = draw_noise_levels(torch.Generator().manual_seed(0), 20000, 32.0, 0.3)
-    assert 0.16 < float((levels < 0.5).float().mean()) < 0.18
-    shifted_only = draw_noise_levels(torch.Generator().manual_seed(0), 20000, 32.0, 0.0)
-    assert 0.025 < float((shifted_only < 0.5).float().mean()) < 0.035
-
-    sigmas = noise_levels(40, 32.0, 0.3)
-    assert len(sigmas) == 40 and sigmas[0] == 1.0 and np.all(np.diff(sigmas) < 0)
-    assert (sigmas < 0.5).sum() == 6 and (sigmas > 0.99).sum() == 7
-    assert np.allclose(sigmas[-4:], [4 / 13, 3 / 13, 2 / 13, 1 / 13])
-
-    with pytest.raises(ValueError, match="unknown model_index.json keys \\['skip'\\]"):
-        save_components(build_miniature(MiniatureConfig(layers=1)), "unused", prediction="sample", skip=0.1)
-    components = build_miniature(MiniatureConfig(layers=1))
-    model = WanModel(components, prediction="sample", sample_skip=0.02, uniform_share=0.3)
-    scheduler = model.new_scheduler(40)
-    assert np.allclose(scheduler.sigmas.numpy(), [*sigmas, 0.0], atol=1e-6)
-    assert np.allclose(scheduler.timesteps.numpy(), 1000 * sigmas, atol=1e-3)
-    plain = WanModel(build_miniature(MiniatureConfig(layers=1)), prediction="sample").new_scheduler(40)
-    diffusers_own = type(plain).from_config(plain.config)
-    diffusers_own.set_timesteps(40)
-    assert torch.equal(plain.sigmas, diffusers_own.sigmas)  # a model without the key is sampled as diffusers does
-    with pytest.raises(ValueError, match="uniform_share=1.0 is not in"):
-        WanModel(build_miniature(MiniatureConfig(layers=1)), uniform_share=1.0)
-    with pytest.raises(ValueError, match="sample_skip=0.02 needs prediction_type 'sample'"):
-        WanModel(build_miniature(MiniatureConfig(layers=1)), prediction="flow", sample_skip=0.02)

@@ -96,7 +96,8 @@ class Denoiser:
 
         embeds = self.embeds(spec)
         model.use_lora(spec.lora, spec.lora_digest, spec.lora_scale)
-        scheduler = model.new_scheduler(spec.steps, device)
+        scheduler = model.new_scheduler()
+        scheduler.set_timesteps(spec.steps, device=device)
         scheduler.set_begin_index(0)
         for i, t in enumerate(scheduler.timesteps):
             if local and not channels:

@@ -62,15 +62,6 @@ class MiniatureConfig:
     # place and path are chosen, and that model ignored motion words (same loss with "left" as
     # with "right"). Shift 32 puts a fifth of both in 0.99-0.999 and still a fifth below 0.9.
     flow_shift: float = 32.0
-    # With clean-frame prediction alone, the transformer redrew every frame from its 128 numbers a
-    # token: run D's clean-frame error stayed at 0.021 from sigma 0.3 down to 0.02, where the noisy
-    # input itself is 50 times closer (0.0004), and its clips were made of visible 4- and 8-pixel
-    # blocks. So below noise of about this variance the noisy input passes through and the
-    # transformer only corrects it (`videogen.model.clean_from_output`), ...
-    sample_skip: float = 0.02
-    # ... and a share of the noise levels, in training and in sampling, is even in sigma: shift 32
-    # alone put 3% of both below sigma 0.5, where outlines are drawn.
-    uniform_share: float = 0.3
 
     @property
     def latent_channels(self) -> int:

@@ -37,12 +37,6 @@ MAX_TEXT_TOKENS = 512  # WanPipeline's default max_sequence_length
 # Let Denoising Generative Models Denoise", 2025).
 PREDICTIONS = ("flow", "sample")
 SAMPLE_MIN_SIGMA = 0.05  # the velocity from a sample prediction divides by at least this noise level
-# Optional keys of ``model_index.json`` beside ``prediction_type`` (a model without them is
-# sampled as diffusers samples it): ``sample_skip``, the variance of what a sample prediction
-# passes through from its noisy input (`clean_from_output`); ``uniform_share``, the share of
-# noise levels trained (and so sampled) uniformly in sigma rather than through the scheduler's
-# shift (`noise_levels`).
-INDEX_KEYS = {"sample_skip": 0.0, "uniform_share": 0.0}
 PACKAGED = Path(__file__).parent / "weights"  # trained models shipped with videogen
 
 
@@ -79,7 +73,7 @@ class VideoModel(Protocol):
 
     def use_lora(self, path: str | None, digest: str | None, scale: float) -> None: ...
     def encode_prompt(self, prompt: str, negative: str, guidance: float) -> tuple[torch.Tensor, torch.Tensor | None]: ...
-    def new_scheduler(self, steps: int, device: torch.device): ...
+    def new_scheduler(self): ...
     def predict(self, latents: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor: ...
     def decode(self, latents: torch.Tensor) -> np.ndarray: ...
 
@@ -215,21 +209,16 @@ def vae_class(index: dict) -> type:
     raise ValueError(f"model_index.json: vae class {library}.{name} is neither diffusers' nor videogen's")
 
 
-def save_components(components: dict, folder: str | Path, prediction: str = "flow", **index) -> Path:
+def save_components(components: dict, folder: str | Path, prediction: str = "flow") -> Path:
     """Save components as a diffusers folder that `load_components` (and `WanPipeline`) can read.
 
     Args:
         prediction: what the transformer outputs (see `PREDICTIONS`); recorded in ``model_index.json``
             when it is not diffusers' own ``flow``.
-        index: `INDEX_KEYS` to record, where they differ from their defaults.
     """
-    unknown = set(index) - set(INDEX_KEYS)
-    if unknown:
-        raise ValueError(f"save_components: unknown model_index.json keys {sorted(unknown)}; known: {sorted(INDEX_KEYS)}")
     pipe = WanPipeline(**components)
     if prediction != "flow":
         pipe.register_to_config(prediction_type=prediction)
-    pipe.register_to_config(**{k: float(v) for k, v in index.items() if v != INDEX_KEYS[k]})
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -249,50 +238,11 @@ def _cast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> N
                 torch.nn.Module.to(module, torch.float32)
 
 
-def clean_from_output(x_t: torch.Tensor, out: torch.Tensor, sigma: torch.Tensor, skip: float = 0.0) -> torch.Tensor:
-    """The clean latents ``x0`` a sample-predicting transformer's output ``out`` stands for.
-
-    With ``skip`` 0 the output is ``x0``. Otherwise the noisy input passes through, as in EDM's
-    preconditioning (Karras et al. 2022) written for ``x_t = (1 - sigma) x0 + sigma noise``:
-    ``x0 = c x_t + (1 - c (1 - sigma)) out`` with ``c = (1 - sigma) skip / ((1 - sigma)^2 skip + sigma^2)``.
-    ``skip`` is the variance of the detail the transformer cannot draw itself: where the noise is
-    below it (``c`` near 1) the input's own detail is kept and the output only corrects it; at
-    high noise (``c`` near 0) the output is the clean frame, as with ``skip`` 0.
-    """
-    sigma = sigma.to(x_t).view(-1, *[1] * (x_t.dim() - 1))
-    if skip <= 0:
-        return out
-    keep = (1 - sigma) * skip / ((1 - sigma) ** 2 * skip + sigma**2)
-    return keep * x_t + (1 - keep * (1 - sigma)) * out
-
-
-def velocity_from_sample(x_t: torch.Tensor, out: torch.Tensor, sigma: torch.Tensor, skip: float = 0.0) -> torch.Tensor:
-    """The flow ``noise - x0`` implied by a clean-sample prediction (`clean_from_output`) at noise
-    level ``sigma`` (``x_t = (1 - sigma) x0 + sigma noise``), with ``sigma`` at least `SAMPLE_MIN_SIGMA`."""
-    x0 = clean_from_output(x_t, out, sigma, skip)
+def velocity_from_sample(x_t: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The flow ``noise - x0`` implied by a clean-sample prediction at noise level ``sigma``
+    (``x_t = (1 - sigma) x0 + sigma noise``), with ``sigma`` at least `SAMPLE_MIN_SIGMA`."""
     sigma = sigma.to(x_t).clamp(min=SAMPLE_MIN_SIGMA).view(-1, *[1] * (x_t.dim() - 1))
     return (x_t - x0) / sigma
-
-
-def shifted(u, shift: float):
-    """Diffusers' flow-matching shift of noise levels ``u`` in [0, 1]: ``shift u / (1 + (shift - 1) u)``."""
-    return shift * u / (1 + (shift - 1) * u)
-
-
-def noise_levels(steps: int, shift: float, uniform_share: float = 0.0) -> np.ndarray:
-    """The sampler's noise levels, high to low (the final 0 not included).
-
-    ``round(uniform_share * steps)`` of them are evenly spaced in sigma (as training draws that
-    share of its noise levels), the rest through the shift, as diffusers spaces them
-    (`FlowMatchEulerDiscreteScheduler.set_timesteps`); a model trained on both regimes is sampled
-    on both.
-    """
-    low = round(uniform_share * steps)
-    if steps < 1 or not 0 <= low < steps:
-        raise ValueError(f"steps={steps}, uniform_share={uniform_share}: need at least one shifted step")
-    high = shifted(np.linspace(1.0, 0.0, steps - low, endpoint=False), shift)
-    even = np.linspace(1.0, 0.0, low + 1, endpoint=False)[1:]
-    return np.sort(np.concatenate([high, even]))[::-1].copy()
 
 
 class WanVAE:
@@ -359,18 +309,12 @@ class WanModel:
     """
 
     def __init__(self, components: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 prediction: str = "flow", sample_skip: float = 0.0, uniform_share: float = 0.0):
+                 prediction: str = "flow"):
         if prediction not in PREDICTIONS:
             raise ValueError(f"model_index.json: prediction_type={prediction!r} is not one of {', '.join(PREDICTIONS)}")
-        if not 0 <= uniform_share < 1:
-            raise ValueError(f"model_index.json: uniform_share={uniform_share!r} is not in [0, 1)")
-        if sample_skip < 0 or (sample_skip and prediction != "sample"):
-            raise ValueError(f"model_index.json: sample_skip={sample_skip!r} needs prediction_type 'sample' and a value >= 0")
         self.device = torch.device(device)
         self.dtype = dtype
         self.prediction = prediction
-        self.sample_skip = sample_skip
-        self.uniform_share = uniform_share
         modules = [n for n in ("text_encoder", "transformer", "transformer_2") if components.get(n) is not None]
         for name in modules:  # the VAE is set up by WanVAE
             # Built-in-code models start in training mode; eval() turns T5's dropout off.
@@ -390,9 +334,7 @@ class WanModel:
 
     @classmethod
     def load(cls, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WanModel":
-        index = model_index(source)
-        return cls(load_components(source), device, dtype, index.get("prediction_type", "flow"),
-                   **{k: float(index.get(k, v)) for k, v in INDEX_KEYS.items()})
+        return cls(load_components(source), device, dtype, model_index(source).get("prediction_type", "flow"))
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative: str, guidance: float):
@@ -430,19 +372,9 @@ class WanModel:
         self.pipe.enable_lora()
         self.pipe.set_adapters([name], [scale])
 
-    def new_scheduler(self, steps: int, device: torch.device | str = "cpu"):
-        """A fresh scheduler set to ``steps`` (schedulers keep per-run state: step index, multistep history).
-
-        A model trained on a `uniform_share` of even noise levels gets them (`noise_levels`).
-        """
-        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
-        if not self.uniform_share:
-            scheduler.set_timesteps(steps, device=device)
-            return scheduler
-        shift = scheduler.config.shift
-        sigmas = noise_levels(steps, shift, self.uniform_share)
-        scheduler.set_timesteps(sigmas=list(sigmas / (shift - (shift - 1) * sigmas)), device=device)  # it shifts them
-        return scheduler
+    def new_scheduler(self):
+        """A fresh scheduler: schedulers keep per-run state (step index, multistep history)."""
+        return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
 
     @torch.no_grad()
     def predict(self, model_input: torch.Tensor, t: torch.Tensor, embeds: tuple, guidance: float) -> torch.Tensor:
@@ -460,7 +392,7 @@ class WanModel:
             pred = uncond + guidance * (pred - uncond)
         if self.prediction == "sample":
             sigma = t.float() / self.pipe.scheduler.config.num_train_timesteps
-            return velocity_from_sample(x[:, : self.latent_channels], pred, sigma, self.sample_skip)
+            return velocity_from_sample(x[:, : self.latent_channels], pred, sigma)
         return pred
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:

@@ -37,7 +37,7 @@ from diffusers import WanPipeline
 from tqdm import tqdm
 
 from .miniature import MiniatureConfig, build_miniature
-from .model import save_components, shifted, text_length, velocity_from_sample
+from .model import save_components, text_length, velocity_from_sample
 from .shapes import caption, render, sample_scene
 
 STAGES = ("vae", "dit")
@@ -217,27 +217,19 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
     return task, torch.stack(latents), torch.stack(known), prompts
 
 
-def draw_noise_levels(gen: torch.Generator, count: int, shift: float, uniform_share: float = 0.0) -> torch.Tensor:
-    """``count`` training noise levels: uniform in sigma with odds ``uniform_share``, else through ``shift``."""
-    u = torch.rand(count, generator=gen)
-    even = torch.rand(count, generator=gen) < uniform_share
-    return torch.where(even, u, shifted(u, shift))
-
-
 def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int,
-              prediction: str = "flow", sample_skip: float = 0.0, uniform_share: float = 0.0) -> torch.Tensor:
+              prediction: str = "flow") -> torch.Tensor:
     """Flow-matching loss of the transformer on one batch; given frames are inputs, not targets.
 
-    With ``prediction="sample"`` the transformer outputs clean latents (passing ``sample_skip`` of
-    its noisy input through, `videogen.model.clean_from_output`), turned into the velocity the loss
-    (and the engine's sampler) uses. Noise levels are drawn through the inference schedule's shift,
-    or, for a ``uniform_share`` of the clips, evenly (the engine's sampler visits both,
-    `videogen.model.noise_levels`).
+    With ``prediction="sample"`` the transformer outputs clean latents, turned into the velocity
+    the loss (and the engine's sampler) uses.
     """
     b, _, t, h, w = x0.shape
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     noise = torch.randn(x0.shape, generator=gen)
-    sigma = draw_noise_levels(gen, b, pipe.scheduler.config.shift, uniform_share).view(b, 1, 1, 1, 1)
+    u = torch.rand(b, generator=gen)
+    shift = pipe.scheduler.config.shift
+    sigma = (shift * u / (1 + (shift - 1) * u)).view(b, 1, 1, 1, 1)  # the inference schedule's shift
     x = (1 - sigma) * x0 + sigma * noise
     m = known.view(b, 1, t, 1, 1)
     condition = torch.cat([m.expand(b, mask_channels, t, h, w), x0 * m], dim=1)
@@ -249,7 +241,7 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
     made = (1 - m).expand_as(pred)  # given frames are inputs, not targets
     weight = made
     if prediction == "sample":  # the loss stays on the velocity, as the sampler uses it
-        pred = velocity_from_sample(x, pred, sigma.view(b), sample_skip)
+        pred = velocity_from_sample(x, pred, sigma.view(b))
         weight = made * (sigma / LOSS_SIGMA_FLOOR).clamp(max=1) ** 2
     return ((pred - (noise - x0)) ** 2 * weight).sum() / made.sum().clamp(min=1)
 
@@ -413,8 +405,7 @@ class Trainer:
         c["text_encoder"].train(self.config.train_text_encoder)
         rng = batch_rng(self.s.seed, "dit", step)
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
-        cfg = self.config
-        loss = flow_loss(self.pipe, x0, known, prompts, rng, cfg.mask_channels, cfg.prediction, cfg.sample_skip, cfg.uniform_share)
+        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction)
         for group in self.dit_opt.param_groups:
             group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("dit")  # warm-up, then decay
         self.dit_opt.zero_grad()
@@ -434,8 +425,7 @@ class Trainer:
             c[name].eval()
         folder = self.s.out / "model"
         tmp = self.s.out / f".model.{os.getpid()}.tmp"
-        save_components(c, tmp, self.config.prediction, sample_skip=self.config.sample_skip,
-                        uniform_share=self.config.uniform_share)
+        save_components(c, tmp, self.config.prediction)
         (tmp / "videogen.yaml").write_text(yaml.safe_dump(MODEL_PRESET))
         if folder.exists():
             old = self.s.out / f".model.{os.getpid()}.old"
