@@ -26,6 +26,8 @@ from .model import small_text_encoder
 from .shapes import vocabulary
 from .text import build_word_tokenizer
 
+FOLD_TEMPORAL, FOLD_SPATIAL = 4, 4  # Wan's VAE scales, in pixel space: 4 frames x 4x4 pixels x RGB = 192 channels
+
 
 @dataclass(frozen=True)
 class MiniatureConfig:
@@ -65,7 +67,7 @@ class MiniatureConfig:
 
     @property
     def latent_channels(self) -> int:
-        return 3 * 4 * 4 * 4 if self.vae == "fold" else 16  # the fold's 192; Wan's z_dim
+        return 3 * FOLD_TEMPORAL * FOLD_SPATIAL**2 if self.vae == "fold" else 16  # the fold's 192; Wan's z_dim
 
     @property
     def in_channels(self) -> int:
@@ -75,7 +77,7 @@ class MiniatureConfig:
 def build_vae(config: MiniatureConfig):
     """The miniature's VAE: the pixel fold, or an untrained small Wan VAE."""
     if config.vae == "fold":
-        return FoldVAE(temporal=4, spatial=4)
+        return FoldVAE(temporal=FOLD_TEMPORAL, spatial=FOLD_SPATIAL)
     if config.vae != "wan":
         raise ValueError(f"MiniatureConfig.vae: {config.vae!r} is neither 'fold' nor 'wan'")
     return AutoencoderKLWan(

@@ -173,15 +173,19 @@ def model_index(source: str) -> dict:
     return json.loads(Path(hf_hub_download(source, "model_index.json")).read_text())
 
 
-def load_components(source: str) -> dict:
-    """Components from ``builtin:<shape>``, a diffusers folder, or a hub id (float32, on the CPU)."""
+def load_components(source: str, index: dict | None = None) -> dict:
+    """Components from ``builtin:<shape>``, a diffusers folder, or a hub id (float32, on the CPU).
+
+    Args:
+        index: the source's ``model_index.json``, where the caller has read it already.
+    """
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in RANDOM_SHAPES:
             raise ValueError(f"model source {source!r}: no built-in shape {name!r} ({', '.join(RANDOM_SHAPES)})")
         return build_random_wan(name)
     source = local_source(source)
-    index = model_index(source)
+    index = model_index(source) if index is None else index
     if index.get("expand_timesteps"):
         raise ValueError(f"model {source!r}: per-token timesteps (Wan 2.2 TI2V) are not supported yet")
     scheduler_cls = getattr(diffusers, index["scheduler"][1])
@@ -334,7 +338,8 @@ class WanModel:
 
     @classmethod
     def load(cls, source: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "WanModel":
-        return cls(load_components(source), device, dtype, model_index(source).get("prediction_type", "flow"))
+        index = model_index(source)
+        return cls(load_components(source, index), device, dtype, index.get("prediction_type", "flow"))
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative: str, guidance: float):
