@@ -26,7 +26,8 @@ from .model import small_text_encoder
 from .shapes import vocabulary
 from .text import build_word_tokenizer
 
-FOLD_TEMPORAL, FOLD_SPATIAL = 4, 4  # Wan's VAE scales, in pixel space: 4 frames x 4x4 pixels x RGB = 192 channels
+# Wan's VAE scales, for the fold and the Wan VAE alike (the fold's 4 frames x 4x4 pixels x RGB: 192 channels).
+SCALE_TEMPORAL, SCALE_SPATIAL = 4, 4
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class MiniatureConfig:
 
     @property
     def latent_channels(self) -> int:
-        return 3 * FOLD_TEMPORAL * FOLD_SPATIAL**2 if self.vae == "fold" else 16  # the fold's 192; Wan's z_dim
+        return 3 * SCALE_TEMPORAL * SCALE_SPATIAL**2 if self.vae == "fold" else 16  # the fold's 192; Wan's z_dim
 
     @property
     def in_channels(self) -> int:
@@ -77,7 +78,7 @@ class MiniatureConfig:
 def build_vae(config: MiniatureConfig):
     """The miniature's VAE: the pixel fold, or an untrained small Wan VAE."""
     if config.vae == "fold":
-        return FoldVAE(temporal=FOLD_TEMPORAL, spatial=FOLD_SPATIAL)
+        return FoldVAE(temporal=SCALE_TEMPORAL, spatial=SCALE_SPATIAL)
     if config.vae != "wan":
         raise ValueError(f"MiniatureConfig.vae: {config.vae!r} is neither 'fold' nor 'wan'")
     return AutoencoderKLWan(
@@ -88,8 +89,8 @@ def build_vae(config: MiniatureConfig):
         temperal_downsample=[True, True],
         latents_mean=[0.0] * config.latent_channels,  # set from data after the VAE is trained
         latents_std=[1.0] * config.latent_channels,
-        scale_factor_temporal=4,
-        scale_factor_spatial=4,
+        scale_factor_temporal=SCALE_TEMPORAL,
+        scale_factor_spatial=SCALE_SPATIAL,
     )
 
 
