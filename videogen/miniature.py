@@ -45,6 +45,7 @@ class MiniatureConfig:
     heads: int = 4
     layers: int = 6
     ffn: int = 384
+    patch: tuple[int, int, int] = (1, 2, 2)  # latent frames x positions per transformer token
     text_dim: int = 64
     text_layers: int = 2
     # Prompts are cut and padded to this many tokens (the tokenizer's model_max_length; captions are
@@ -101,7 +102,7 @@ def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) 
     tokenizer = build_word_tokenizer(vocabulary(), max_length=config.text_tokens)
     text_encoder = small_text_encoder(len(tokenizer), config.text_dim, config.text_layers, d_kv=16, d_ff=4 * config.text_dim)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
+        patch_size=config.patch,
         num_attention_heads=config.heads,
         attention_head_dim=config.width // config.heads,
         in_channels=config.in_channels,
