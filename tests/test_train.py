@@ -140,3 +140,27 @@ def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):
     assert torch.equal(flow.predict(x, torch.tensor(600.0), embeds, 1.0), raw)
     with pytest.raises(ValueError, match="prediction_type='noise'"):
         WanModel(load_components(str(tmp_path / "m")), prediction="noise")
+
+
+def test_a_miniature_with_4x4_pixel_tokens_is_planned_and_run_at_its_own_size_multiple(tmp_path):
+    """``MiniatureConfig(patch=(1, 1, 1))``: the folder's geometry comes from its own configs, so a
+    36x36 request (a multiple of 4, not of 8) is refused by the default patch and runs on this one."""
+    from videogen.denoise import Denoiser
+    from videogen.errors import RequestError
+    from videogen.model import save_components
+    from videogen.plan import make_plan
+    from videogen.presets import resolve_model
+    from videogen.request import resolve
+
+    for patch in ((1, 2, 2), (1, 1, 1)):
+        save_components(build_miniature(MiniatureConfig(layers=1, patch=patch)), tmp_path / str(patch[1]), prediction="sample")
+    request = dict(prompt="a red circle moving right", width=36, height=36, frames=9, steps=2, seed=3)
+    with pytest.raises(RequestError, match="width.*36.*multiple of 8"):
+        resolve(request, resolve_model(str(tmp_path / "2")))
+    preset = resolve_model(str(tmp_path / "1"))
+    assert preset.patch == (1, 1, 1) and preset.size_multiple == 4
+    spec = resolve(request, preset)
+    assert spec.latent_shape == (192, 9, 9)
+    plan = make_plan(3, 3, 1, 0)
+    latents = Denoiser(str(tmp_path / "1")).window(spec, plan.windows[0], {})["latents"]
+    assert latents.shape == (192, 3, 9, 9) and np.isfinite(latents).all() and latents.std() > 0.1
