@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from videogen import Engine
 from videogen.encode import read_mp4
@@ -61,7 +60,6 @@ class ServeProcess:
             raise
 
 
-@pytest.mark.xfail(reason="intermittent: passes on its own (3 of 3 runs) and in 3 of 9 full-suite runs since storyboard and batch jobs were added; in the others the resumed clip differed from the reference, once (with --runxfail) in frames 6-14 only, the first window's interior, by up to 11 levels, the other 72 frames identical; cause not found yet (a failure now lists the task results that differ from the reference run's)", strict=False)
 def test_killed_service_resumes_running_job_with_identical_output_and_runs_queued_one(ray_local, tmp_path):
     (tmp_path / "tokens.txt").write_text("t0k3n team\n")
     first = ServeProcess(tmp_path, free_port())
