@@ -128,12 +128,15 @@ def test_smooth_clip_passes_and_broken_seam_is_flagged(tmp_path):
     ratios = evaluate(broken, "a red circle moving right", seams).seam_ratios
     assert ratios[2] > 2 * SEAM_LIMIT and max(ratios[:2] + ratios[3:]) <= SEAM_LIMIT, ratios
 
-    # The same through the MP4 and its sidecar, as `videogen eval` reads it.
+    # The same through the MP4 and its sidecar, as `videogen eval` reads it: the encoding moves
+    # the ratios by a few percent (measured: the broken seam 2.51 -> 2.38, the others at most 1.10).
     path = tmp_path / "broken.mp4"
     write_mp4(broken, path, 8, {"prompt": "a red circle moving right", "window": 17, "overlap": 4})
     report = evaluate_file(path)
     assert report.colour_right and report.shape_right and report.motion_right
-    assert not report.seams_smooth and report.seam_ratios[2] > 2 * SEAM_LIMIT
+    read = report.seam_ratios
+    assert not report.seams_smooth and read[2] > 1.5 * SEAM_LIMIT and max(read[:2] + read[3:]) <= SEAM_LIMIT, read
+    assert np.allclose(read, ratios, rtol=0.1), (read, ratios)
 
 
 def test_eval_command_json(tmp_path, capsys):
