@@ -118,7 +118,7 @@ def differing_results(cache, reference_cache) -> list[str]:
         a, b = (a, b) if isinstance(a, dict) else ({"array": a}, {"array": b})
         for k in a:
             x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-            if x.shape != y.shape or np.abs(x - y).max() > 0:
-                found.append(f"{path.stem[:8]} {k} {a[k].dtype}{list(a[k].shape)}: max difference "
-                             f"{np.abs(x - y).max() if x.shape == y.shape else 'shape'}")
+            difference = np.abs(x - y).max() if x.shape == y.shape else "shape"
+            if difference != 0:
+                found.append(f"{path.stem[:8]} {k} {a[k].dtype}{list(a[k].shape)}: max difference {difference}")
     return found
