@@ -84,8 +84,8 @@ def test_generate_with_the_shipped_model(tmp_path):
     """The default model through the CLI: native 32x32 frames, a 256x256 MP4, a frame strip, and
     `videogen eval` finding the colour and the motion the prompt asks for.
 
-    The prompt is one the shipped weights draw well (a held-out combination: left on 4 of 4 seeds,
-    MODEL.md), not one picked at random: on held-out prompts at large, motion is right on 45%.
+    The prompt is a held-out combination the shipped weights draw well (left on 4 of 4 seeds,
+    MODEL.md); on held-out prompts at large, motion is right on 85%.
     """
     out = tmp_path / "out.mp4"
     strip = tmp_path / "strip.png"
@@ -106,10 +106,10 @@ def test_generate_with_the_shipped_model(tmp_path):
     report = evaluate_file(out)
     assert (report.found.colour, report.found.motion) == ("white", "left"), report.found
     assert report.colour_right and report.motion_right
-    # The shape travels: its centre's last quarter is well left of its first (measured: 17 of 64 px).
+    # The shape travels: its centre's last quarter is well left of its first (measured: 27 of 64 px).
     track = tracks(judging_size(frames)).centre
     quarter = len(track) // 4
-    assert np.nanmean(track[:quarter, 0]) - np.nanmean(track[-quarter:, 0]) > 0.15 * 64
+    assert np.nanmean(track[:quarter, 0]) - np.nanmean(track[-quarter:, 0]) > 0.3 * 64
     # The clip is a shape on a background, not noise: most of each frame is one flat colour.
     small = judging_size(frames).astype(int)
     background = np.median(small.reshape(len(small), -1, 3), axis=1)[:, None, None]
