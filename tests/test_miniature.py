@@ -82,10 +82,11 @@ def test_scorecard_plan():
 
 def test_generate_with_the_shipped_model(tmp_path):
     """The default model through the CLI: native 32x32 frames, a 256x256 MP4, a frame strip, and
-    `videogen eval` finding the colour and the motion the prompt asks for.
+    `videogen eval` finding the colour, shape and motion the prompt asks for.
 
-    The prompt is a held-out combination the shipped weights draw well (left on 4 of 4 seeds,
-    MODEL.md); on held-out prompts at large, motion is right on 85%.
+    The prompt is a held-out combination the shipped weights draw well (colour, shape and motion
+    right on 4 of 4 seeds, MODEL.md); on held-out prompts at large, motion is right on 85% and shape
+    on 40%.
     """
     out = tmp_path / "out.mp4"
     strip = tmp_path / "strip.png"
@@ -104,8 +105,8 @@ def test_generate_with_the_shipped_model(tmp_path):
 
     assert Image.open(strip).size[0] > 8 * 128
     report = evaluate_file(out)
-    assert (report.found.colour, report.found.motion) == ("white", "left"), report.found
-    assert report.colour_right and report.motion_right
+    assert (report.found.colour, report.found.shape, report.found.motion) == ("white", "circle", "left"), report.found
+    assert report.colour_right and report.shape_right and report.motion_right
     # The shape travels: its centre's last quarter is well left of its first (measured: 27 of 64 px).
     track = tracks(judging_size(frames)).centre
     quarter = len(track) // 4
