@@ -46,18 +46,19 @@ def test_transformer_batches_cover_the_three_tasks():
 def test_train_resume_and_load(tmp_path):
     out = tmp_path / "run"
     flags = ["--out", str(out), "--vae-steps", "2", "--batch", "2", "--checkpoint-every", "1", "--quiet"]
-    assert main(["train", *flags, "--steps", "2"]) == 0
+    assert main(["train", *flags, "--steps", "2", "--expert-steps", "1"]) == 0
     first = read_log(out / "loss.csv")
-    # Pixel space: the fold has nothing to train, so the transformer stage starts at once.
-    assert [(s, n) for s, n, _ in first] == [("dit", 1), ("dit", 2)]
+    # Pixel space: the fold has nothing to train, so the transformer stage starts at once; the
+    # low-noise expert comes after it.
+    assert [(s, n) for s, n, _ in first] == [("dit", 1), ("dit", 2), ("expert", 1)]
 
     assert main(["train", *flags, "--steps", "2"]) == 2  # a run folder with a checkpoint needs --resume
-    assert main(["train", *flags, "--steps", "4", "--resume"]) == 0
+    assert main(["train", *flags, "--steps", "4", "--expert-steps", "2", "--resume"]) == 0
     second = read_log(out / "loss.csv")
-    assert second[:2] == first
-    assert [(s, n) for s, n, _ in second[2:]] == [("dit", 3), ("dit", 4)]
+    assert second[:3] == first
+    assert [(s, n) for s, n, _ in second[3:]] == [("dit", 3), ("dit", 4), ("expert", 2)]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ckpt["counts"] == {"vae": 0, "dit": 4}
+    assert ckpt["counts"] == {"vae": 0, "dit": 4, "expert": 2}
 
     components = load_components(str(out / "model"))
     assert isinstance(components["vae"], FoldVAE)
@@ -75,10 +76,10 @@ def test_train_resume_and_load(tmp_path):
 
 
 def test_a_wan_vae_is_trained_first_and_its_latent_statistics_measured(tmp_path):
-    trainer = Trainer(TrainSettings(out=tmp_path / "run", vae_steps=2, steps=1, batch=2, minutes=None),
+    trainer = Trainer(TrainSettings(out=tmp_path / "run", vae_steps=2, steps=1, expert_steps=1, batch=2, minutes=None),
                       MiniatureConfig(vae="wan"))
     folder = trainer.run(progress=False)
-    assert [(s, n) for s, n, _ in read_log(tmp_path / "run" / "loss.csv")] == [("vae", 1), ("vae", 2), ("dit", 1)]
+    assert [(s, n) for s, n, _ in read_log(tmp_path / "run" / "loss.csv")] == [("vae", 1), ("vae", 2), ("dit", 1), ("expert", 1)]
     vae = load_components(str(folder))["vae"]
     assert type(vae).__name__ == "AutoencoderKLWan" and vae.config.z_dim == 16
     assert min(vae.config.latents_std) != 1.0
@@ -127,13 +128,16 @@ def test_a_sample_predicting_model_gives_the_sampler_a_velocity(tmp_path):
     """The miniature predicts clean frames; the engine's sampler gets ``(x_t - x0) / sigma`` from it."""
     from videogen.model import SAMPLE_MIN_SIGMA, WanModel, save_components
 
-    save_components(build_miniature(MiniatureConfig(layers=1)), tmp_path / "m", prediction="sample")
+    save_components(build_miniature(MiniatureConfig(layers=1, expert_layers=1)), tmp_path / "m", prediction="sample")
     model = WanModel.load(str(tmp_path / "m"))
     assert model.prediction == "sample" and model.latent_channels == 192
     x = torch.randn(1, 2 * 192 + 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     embeds = model.encode_prompt("a red circle moving right", "", 1.0)
-    for t, sigma in ((torch.tensor(600.0), 0.6), (torch.tensor(10.0), SAMPLE_MIN_SIGMA)):
-        raw = model.transformer(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=embeds[0], return_dict=False)[0]
+    # Above the boundary (sigma 0.6) the transformer predicts; below it, the low-noise expert.
+    assert model.boundary == pytest.approx(600.0)
+    for t, sigma, net in ((torch.tensor(600.0), 0.6, model.transformer),
+                          (torch.tensor(10.0), SAMPLE_MIN_SIGMA, model.transformer_2)):
+        raw = net(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=embeds[0], return_dict=False)[0]
         assert torch.allclose(model.predict(x, t, embeds, 1.0), (x[:, :192] - raw) / sigma, atol=1e-4)
     flow = WanModel(load_components(str(tmp_path / "m")))  # told nothing: diffusers' velocity, as output
     raw = flow.transformer(hidden_states=x, timestep=torch.tensor([600.0]), encoder_hidden_states=embeds[0], return_dict=False)[0]
@@ -164,3 +168,34 @@ def test_a_miniature_with_4x4_pixel_tokens_is_planned_and_run_at_its_own_size_mu
     plan = make_plan(3, 3, 1, 0)
     latents = Denoiser(str(tmp_path / "1")).window(spec, plan.windows[0], {})["latents"]
     assert latents.shape == (192, 3, 9, 9) and np.isfinite(latents).all() and latents.std() > 0.1
+
+
+def test_a_low_noise_expert_is_trained_after_the_transformer_and_on_a_trained_base(tmp_path):
+    """The expert (`transformer_2`, 4x4-pixel tokens) takes the steps below its boundary; ``--base``
+    trains only it, on top of another run's transformer, which stays as it was."""
+    first = tmp_path / "first"
+    flags = ["--batch", "2", "--checkpoint-every", "1", "--quiet"]
+    assert main(["train", "--out", str(first), "--steps", "1", "--expert-steps", "1", *flags]) == 0
+    base = load_components(str(first / "model"))
+    assert tuple(base["transformer_2"].config.patch_size) == (1, 1, 1)
+    index = __import__("json").loads((first / "model" / "model_index.json").read_text())
+    assert index["boundary_ratio"] == MiniatureConfig().expert_boundary == 0.6
+
+    second = tmp_path / "second"
+    assert main(["train", "--out", str(second), "--base", str(first / "model"), "--expert-steps", "2", *flags]) == 0
+    assert [(s, n) for s, n, _ in read_log(second / "loss.csv")] == [("expert", 1), ("expert", 2)]
+    trained = load_components(str(second / "model"))
+    for name in ("transformer", "text_encoder"):
+        a, b = base[name].state_dict(), trained[name].state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert trained["vae"].config.latents_mean == base["vae"].config.latents_mean
+    a, b = base["transformer_2"].state_dict(), trained["transformer_2"].state_dict()
+    assert not torch.equal(a["proj_out.weight"], b["proj_out.weight"])
+    # Resuming a based run continues its expert and keeps the base.
+    assert main(["train", "--out", str(second), "--expert-steps", "3", "--resume", *flags]) == 0
+    assert read_log(second / "loss.csv")[-1][:2] == ("expert", 3)
+    assert torch.load(second / "checkpoint.pt", weights_only=False)["based_on"] == str(first / "model")
+
+    assert main(["train", "--out", str(tmp_path / "x"), "--base", str(tmp_path), *flags]) == 2
+    assert main(["train", "--out", str(second), "--base", str(first / "model"), "--resume", *flags]) == 2
+    assert not (tmp_path / "x").exists()

@@ -71,6 +71,15 @@ class MiniatureConfig:
     # place and path are chosen, and that model ignored motion words (same loss with "left" as
     # with "right"). Shift 32 puts a fifth of both in 0.99-0.999 and still a fifth below 0.9.
     flow_shift: float = 32.0
+    # The low-noise expert: a second transformer for the steps below this noise level, as Wan 2.2
+    # A14B has one (`transformer_2`, `boundary_ratio`). EXPERT_NOTE
+    # None: one transformer for every step.
+    expert_boundary: float | None = 0.6
+    expert_patch: tuple[int, int, int] = (1, 1, 1)  # 4x4 pixels a token: 192 numbers, no wider than the expert
+    expert_width: int = 192
+    expert_heads: int = 6
+    expert_layers: int = 2
+    expert_ffn: int = 576
 
     @property
     def latent_channels(self) -> int:
@@ -120,10 +129,28 @@ def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) 
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=1024,
     )
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
-                scheduler=FlowMatchEulerDiscreteScheduler(shift=config.flow_shift))
+    components = dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                      scheduler=FlowMatchEulerDiscreteScheduler(shift=config.flow_shift))
+    if config.expert_boundary is not None:  # built after the others, which stay as they were without it
+        components["transformer_2"] = WanTransformer3DModel(
+            patch_size=config.expert_patch,
+            num_attention_heads=config.expert_heads,
+            attention_head_dim=config.expert_width // config.expert_heads,
+            in_channels=config.in_channels,
+            out_channels=config.latent_channels,
+            text_dim=config.text_dim,
+            freq_dim=64,
+            ffn_dim=config.expert_ffn,
+            num_layers=config.expert_layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=1024,
+        )
+        components["boundary_ratio"] = config.expert_boundary
+    return components
 
 
 def parameter_count(components: dict) -> dict[str, int]:
     """Parameters per trained component."""
-    return {n: sum(p.numel() for p in components[n].parameters()) for n in ("vae", "text_encoder", "transformer")}
+    names = [n for n in ("vae", "text_encoder", "transformer", "transformer_2") if components.get(n) is not None]
+    return {n: sum(p.numel() for p in components[n].parameters()) for n in names}

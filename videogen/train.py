@@ -40,7 +40,7 @@ from .miniature import MiniatureConfig, build_miniature
 from .model import save_components, text_length, velocity_from_sample
 from .shapes import caption, render, sample_scene
 
-STAGES = ("vae", "dit")
+STAGES = ("vae", "dit", "expert")
 TASKS = ("t2v", "window", "keyframes")
 TASK_ODDS = (0.4, 0.3, 0.3)
 LATENT_LENGTHS = {"t2v": (5, 9), "window": (5, 9), "keyframes": (2, 3, 5)}  # latent frames per sample
@@ -48,7 +48,10 @@ VAE_SHARE = 0.4  # of a time budget, for the VAE stage
 # Each stage keeps its learning rate for the first part of its budget, then decays it along a
 # half cosine to `FINAL_LR` of it: measured on the VAE after 2,200 steps, 200 more steps at a
 # tenth of the rate cut the shapes' reconstruction error by 27%, at the full rate by 15%.
-DECAY_FROM = {"vae": 0.75, "dit": 0.7}
+DECAY_FROM = {"vae": 0.75, "dit": 0.7, "expert": 0.7}
+# Of a time budget, for the low-noise expert (`MiniatureConfig.expert_boundary`), after the
+# transformer: 10 of 90 minutes. EXPERT_SHARE_NOTE
+EXPERT_SHARE = 1 / 9
 FINAL_LR = 0.03
 # Pixel frames per VAE training clip, drawn per step. Wan's VAE is causal and carries a cache from
 # latent frame to latent frame; one latent frame's influence reaches about 26 latent frames (~100
@@ -79,8 +82,9 @@ class TrainSettings:
 
     Args:
         out: run folder (checkpoint, loss log, exported model).
-        vae_steps, steps: optimiser steps of the VAE and transformer stages.
-        minutes: wall-clock budget (None: no limit); the VAE stage gets `VAE_SHARE` of it.
+        vae_steps, steps, expert_steps: optimiser steps of the VAE, transformer and expert stages.
+        minutes: wall-clock budget (None: no limit); the VAE stage gets `VAE_SHARE` of it, the
+            expert `EXPERT_SHARE` (and whatever the transformer stage left).
         batch: clips per step.
         checkpoint_every: steps between checkpoints.
         seed: the run's seed; every clip derives from it.
@@ -89,6 +93,7 @@ class TrainSettings:
     out: Path
     vae_steps: int = 4000
     steps: int = 100_000
+    expert_steps: int = 100_000
     minutes: float | None = 90.0
     batch: int = 8
     vae_lr: float = 1e-3
@@ -218,25 +223,34 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
 
 
 def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int,
-              prediction: str = "flow") -> torch.Tensor:
-    """Flow-matching loss of the transformer on one batch; given frames are inputs, not targets.
+              prediction: str = "flow", transformer=None, below: float | None = None) -> torch.Tensor:
+    """Flow-matching loss of a transformer on one batch; given frames are inputs, not targets.
 
     With ``prediction="sample"`` the transformer outputs clean latents, turned into the velocity
     the loss (and the engine's sampler) uses.
+
+    Args:
+        transformer: the one to train (default: the pipeline's first).
+        below: draw the noise levels evenly in [0, below) (a low-noise expert's share of the
+            steps) instead of through the inference schedule's shift.
     """
+    transformer = transformer or pipe.transformer
     b, _, t, h, w = x0.shape
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     noise = torch.randn(x0.shape, generator=gen)
     u = torch.rand(b, generator=gen)
     shift = pipe.scheduler.config.shift
-    sigma = (shift * u / (1 + (shift - 1) * u)).view(b, 1, 1, 1, 1)  # the inference schedule's shift
+    if below is None:
+        sigma = (shift * u / (1 + (shift - 1) * u)).view(b, 1, 1, 1, 1)  # the inference schedule's shift
+    else:
+        sigma = (below * u).view(b, 1, 1, 1, 1)
     x = (1 - sigma) * x0 + sigma * noise
     m = known.view(b, 1, t, 1, 1)
     condition = torch.cat([m.expand(b, mask_channels, t, h, w), x0 * m], dim=1)
     # The engine's encoding: cut and zero-padded to the tokenizer's length (`text_length`).
     embeds, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
                                    max_sequence_length=text_length(pipe.tokenizer), device=torch.device("cpu"))
-    pred = pipe.transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
+    pred = transformer(hidden_states=torch.cat([x, condition], dim=1), timestep=sigma.view(b) * 1000,
                             encoder_hidden_states=embeds, return_dict=False)[0]
     made = (1 - m).expand_as(pred)  # given frames are inputs, not targets
     weight = made
@@ -267,9 +281,37 @@ class Trainer:
         c["text_encoder"].requires_grad_(config.train_text_encoder)
         self.dit_params = [p for n in ("transformer", "text_encoder") for p in c[n].parameters() if p.requires_grad]
         self.dit_opt = torch.optim.AdamW(self.dit_params, lr=settings.lr, weight_decay=0.01)
-        self.counts = {"vae": 0, "dit": 0}
-        self.seconds = {"vae": 0.0, "dit": 0.0}
+        expert = c.get("transformer_2")
+        self.expert_params = list(expert.parameters()) if expert is not None else []
+        self.expert_opt = torch.optim.AdamW(self.expert_params or [torch.zeros(1)], lr=settings.lr, weight_decay=0.01)
+        self.counts = {stage: 0 for stage in STAGES}
+        self.seconds = {stage: 0.0 for stage in STAGES}
         self.stats_done = False
+        self.based_on: str | None = None  # a model folder whose VAE, text encoder and transformer were taken
+
+    @property
+    def has_expert(self) -> bool:
+        return self.components.get("transformer_2") is not None
+
+    def start_from(self, folder: str | Path) -> None:
+        """Take a trained model folder's VAE (and its latent statistics), text encoder and
+        transformer, and train only the low-noise expert: the whole budget goes to it.
+        """
+        from .model import load_components
+
+        if not self.has_expert:
+            raise ValueError("base: this configuration has no low-noise expert to train (expert_boundary is None)")
+        base = load_components(str(folder))
+        c = self.components
+        for name in ("vae", "text_encoder", "transformer"):
+            try:
+                c[name].load_state_dict(base[name].state_dict())
+            except RuntimeError as e:
+                raise ValueError(f"base={str(folder)!r}: its {name} is not this configuration's ({e})") from None
+        c["vae"].register_to_config(latents_mean=list(base["vae"].config.latents_mean),
+                                    latents_std=list(base["vae"].config.latents_std))
+        self.stats_done = True
+        self.based_on = str(folder)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -283,10 +325,11 @@ class Trainer:
         """Write the checkpoint atomically (temporary name, then rename)."""
         c = self.components
         state = dict(
-            counts=self.counts, seconds=self.seconds, stats_done=self.stats_done,
+            counts=self.counts, seconds=self.seconds, stats_done=self.stats_done, based_on=self.based_on,
             vae=c["vae"].state_dict(), transformer=c["transformer"].state_dict(),
             text_encoder=c["text_encoder"].state_dict(), vae_opt=self.vae_opt.state_dict(),
-            dit_opt=self.dit_opt.state_dict(),
+            dit_opt=self.dit_opt.state_dict(), expert_opt=self.expert_opt.state_dict(),
+            transformer_2=c["transformer_2"].state_dict() if self.has_expert else None,
             latents_mean=c["vae"].config.latents_mean, latents_std=c["vae"].config.latents_std,
         )
         tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
@@ -301,8 +344,16 @@ class Trainer:
             c[name].load_state_dict(state[name])
         self.vae_opt.load_state_dict(state["vae_opt"])
         self.dit_opt.load_state_dict(state["dit_opt"])
+        if self.has_expert != (state.get("transformer_2") is not None):
+            raise ValueError(f"resume: {self.checkpoint_path} was made {'with' if not self.has_expert else 'without'} "
+                             "a low-noise expert, unlike this configuration")
+        if self.has_expert:
+            c["transformer_2"].load_state_dict(state["transformer_2"])
+            self.expert_opt.load_state_dict(state["expert_opt"])
         c["vae"].register_to_config(latents_mean=state["latents_mean"], latents_std=state["latents_std"])
-        self.counts, self.seconds, self.stats_done = state["counts"], state["seconds"], state["stats_done"]
+        self.counts = {stage: state["counts"].get(stage, 0) for stage in STAGES}
+        self.seconds = {stage: state["seconds"].get(stage, 0.0) for stage in STAGES}
+        self.stats_done, self.based_on = state["stats_done"], state.get("based_on")
         if self.log_path.exists():
             with open(self.log_path) as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.counts[r["stage"]]]
@@ -321,9 +372,13 @@ class Trainer:
         if self.s.minutes is None:
             return float("inf")
         total = self.s.minutes * 60.0
+        if self.based_on:  # the base model's stages are done: everything goes to the expert
+            return total if stage == "expert" else 0.0
         if stage == "vae":
             return total * VAE_SHARE if self.trains_vae else 0.0
-        return total - self.seconds["vae"]
+        if stage == "dit":
+            return total * (1 - (EXPERT_SHARE if self.has_expert else 0.0)) - self.seconds["vae"]
+        return total - self.seconds["vae"] - self.seconds["dit"] if self.has_expert else 0.0
 
     @property
     def trains_vae(self) -> bool:
@@ -331,13 +386,13 @@ class Trainer:
         return any(p.requires_grad for p in self.components["vae"].parameters())
 
     def run(self, progress: bool = True) -> Path:
-        """Train both stages to their step or time limits, then export the model folder."""
+        """Train the stages to their step or time limits, then export the model folder."""
         self.s.out.mkdir(parents=True, exist_ok=True)
         if not self.log_path.exists():
             self._write_log([])
         c = self.components
         before = self.counts["vae"]
-        if self.trains_vae:
+        if self.trains_vae and not self.based_on:
             self._stage("vae", self.s.vae_steps, self._vae_step, progress)
         if self.counts["vae"] != before:  # the VAE changed (a resumed VAE stage): measure its latents again
             self.stats_done = False
@@ -350,7 +405,10 @@ class Trainer:
         c["vae"].eval().requires_grad_(False)
         self.codec = LatentCodec(c["vae"], self.config.size)
         self.pipe = WanPipeline(**c)
-        self._stage("dit", self.s.steps, self._dit_step, progress)
+        if not self.based_on:
+            self._stage("dit", self.s.steps, self._dit_step, progress)
+        if self.has_expert:
+            self._stage("expert", self.s.expert_steps, self._expert_step, progress)
         return self.export()
 
     def lr_scale(self, stage: str) -> float:
@@ -414,6 +472,22 @@ class Trainer:
         self.dit_opt.step()
         return task, loss.item()
 
+    def _expert_step(self, step: int) -> tuple[str, float]:
+        """One step of the low-noise expert: the transformer's tasks, at noise levels below its boundary."""
+        c = self.components
+        c["transformer_2"].train()
+        rng = batch_rng(self.s.seed, "expert", step)
+        task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
+        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction,
+                         transformer=c["transformer_2"], below=self.config.expert_boundary)
+        for group in self.expert_opt.param_groups:
+            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("expert")
+        self.expert_opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.expert_params, 1.0)
+        self.expert_opt.step()
+        return task, loss.item()
+
     def plot(self) -> Path:
         """Draw ``loss.png`` from ``loss.csv``: each stage's loss against training minutes (``loss.png``)."""
         return plot_loss(self.log_path, self.s.out / "loss.png")
@@ -421,8 +495,9 @@ class Trainer:
     def export(self) -> Path:
         """Save the trained model as a diffusers folder ``out/model`` (atomically: built aside, then renamed)."""
         c = self.components
-        for name in ("vae", "transformer", "text_encoder"):
-            c[name].eval()
+        for name in ("vae", "transformer", "text_encoder", "transformer_2"):
+            if c.get(name) is not None:
+                c[name].eval()
         folder = self.s.out / "model"
         tmp = self.s.out / f".model.{os.getpid()}.tmp"
         save_components(c, tmp, self.config.prediction)
@@ -449,8 +524,11 @@ def plot_loss(log: Path, png: Path, smooth: int = 50) -> Path:
 
     with open(log) as f:
         rows = list(csv.DictReader(f))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
-    for ax, stage, title in zip(axes, STAGES, ("VAE (L1 + MSE + KL)", "transformer (flow matching)")):
+    titles = {"vae": "VAE (L1 + MSE + KL)", "dit": "transformer (flow matching)", "expert": "low-noise expert"}
+    stages = [s for s in STAGES if any(r["stage"] == s for r in rows)] or ["dit"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), constrained_layout=True, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        title = titles[stage]
         mine = [r for r in rows if r["stage"] == stage]
         for task in sorted({r["task"] for r in mine}):
             picked = [r for r in mine if r["task"] == task]
