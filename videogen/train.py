@@ -50,9 +50,9 @@ VAE_SHARE = 0.4  # of a time budget, for the VAE stage
 # tenth of the rate cut the shapes' reconstruction error by 27%, at the full rate by 15%.
 DECAY_FROM = {"vae": 0.75, "dit": 0.7, "expert": 0.7}
 # Of a time budget, for the low-noise expert (`MiniatureConfig.expert_boundary`), after the
-# transformer: 10 of 90 minutes. Its loss still falls at 10 minutes (1,935 steps of 0.31 s; a step
-# of its 4x4-pixel tokens costs twice one of the transformer's), and the transformer's motion needs its 80
-# (55 minutes drew it on 45% of held-out prompts, 85 on 85%; MODEL.md).
+# transformer: 10 of 90 minutes (1,935 steps of 0.31 s; a step of its 4x4-pixel tokens costs twice
+# one of the transformer's). 20 minutes scored no better on held-out prompts (shape 52% against
+# 55%), and the transformer's motion needs its 80 (55 minutes drew it on 45%, 85 on 85%; MODEL.md).
 EXPERT_SHARE = 1 / 9
 FINAL_LR = 0.03
 # Pixel frames per VAE training clip, drawn per step. Wan's VAE is causal and carries a cache from
