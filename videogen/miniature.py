@@ -11,6 +11,9 @@ but the VAE are stock diffusers / transformers classes:
 - **Transformer**: `WanTransformer3DModel` with Wan image-to-video's input layout (noisy latents +
   4 mask channels + conditioning latents: 192 + 4 + 192), patch (1, 2, 2): a 33-frame clip is
   9 latent frames x 4 x 4 = 144 tokens.
+- **Low-noise expert**: a second, 2-layer `WanTransformer3DModel` with patch (1, 1, 1) (4x4-pixel
+  tokens) as `transformer_2`, taking the steps below sigma 0.6 (`boundary_ratio`), as Wan 2.2
+  A14B's second expert takes its low-noise steps.
 - **Text**: a small `UMT5EncoderModel` over a word-level tokenizer of the shapes world's captions.
 """
 
@@ -114,43 +117,36 @@ def build_vae(config: MiniatureConfig):
     )
 
 
+def build_transformer(config: MiniatureConfig, patch, width: int, heads: int, layers: int, ffn: int) -> WanTransformer3DModel:
+    """A Wan transformer with the miniature's input layout and text width, of the given size."""
+    return WanTransformer3DModel(
+        patch_size=patch,
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=config.in_channels,
+        out_channels=config.latent_channels,
+        text_dim=config.text_dim,
+        freq_dim=64,
+        ffn_dim=ffn,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+    )
+
+
 def build_miniature(config: MiniatureConfig = MiniatureConfig(), seed: int = 0) -> dict:
     """Untrained miniature components (seeded), in the dict `save_components` takes."""
     torch.manual_seed(seed)
     vae = build_vae(config)
     tokenizer = build_word_tokenizer(vocabulary(), max_length=config.text_tokens)
     text_encoder = small_text_encoder(len(tokenizer), config.text_dim, config.text_layers, d_kv=16, d_ff=4 * config.text_dim)
-    transformer = WanTransformer3DModel(
-        patch_size=config.patch,
-        num_attention_heads=config.heads,
-        attention_head_dim=config.width // config.heads,
-        in_channels=config.in_channels,
-        out_channels=config.latent_channels,
-        text_dim=config.text_dim,
-        freq_dim=64,
-        ffn_dim=config.ffn,
-        num_layers=config.layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=1024,
-    )
+    transformer = build_transformer(config, config.patch, config.width, config.heads, config.layers, config.ffn)
     components = dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
                       scheduler=FlowMatchEulerDiscreteScheduler(shift=config.flow_shift))
     if config.expert_boundary is not None:  # built after the others, which stay as they were without it
-        components["transformer_2"] = WanTransformer3DModel(
-            patch_size=config.expert_patch,
-            num_attention_heads=config.expert_heads,
-            attention_head_dim=config.expert_width // config.expert_heads,
-            in_channels=config.in_channels,
-            out_channels=config.latent_channels,
-            text_dim=config.text_dim,
-            freq_dim=64,
-            ffn_dim=config.expert_ffn,
-            num_layers=config.expert_layers,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=1024,
-        )
+        components["transformer_2"] = build_transformer(config, config.expert_patch, config.expert_width,
+                                                        config.expert_heads, config.expert_layers, config.expert_ffn)
         components["boundary_ratio"] = config.expert_boundary
     return components
 
