@@ -196,6 +196,10 @@ def test_a_low_noise_expert_is_trained_after_the_transformer_and_on_a_trained_ba
     assert read_log(second / "loss.csv")[-1][:2] == ("expert", 3)
     assert torch.load(second / "checkpoint.pt", weights_only=False)["based_on"] == str(first / "model")
 
+    # A checkpoint made without an expert is not resumed by a configuration with one.
+    old = Trainer(TrainSettings(out=tmp_path / "old", steps=1, batch=2, minutes=None), MiniatureConfig(expert_boundary=None))
+    old.run(progress=False)
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", *flags]) == 2
     assert main(["train", "--out", str(tmp_path / "x"), "--base", str(tmp_path), *flags]) == 2
     assert main(["train", "--out", str(second), "--base", str(first / "model"), "--resume", *flags]) == 2
     assert not (tmp_path / "x").exists()

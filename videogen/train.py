@@ -347,8 +347,8 @@ class Trainer:
         self.vae_opt.load_state_dict(state["vae_opt"])
         self.dit_opt.load_state_dict(state["dit_opt"])
         if self.has_expert != (state.get("transformer_2") is not None):
-            raise ValueError(f"resume: {self.checkpoint_path} was made {'with' if not self.has_expert else 'without'} "
-                             "a low-noise expert, unlike this configuration")
+            raise ValueError(f"was made {'with' if not self.has_expert else 'without'} a low-noise expert, "
+                             "unlike this configuration")
         if self.has_expert:
             c["transformer_2"].load_state_dict(state["transformer_2"])
             self.expert_opt.load_state_dict(state["expert_opt"])

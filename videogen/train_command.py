@@ -32,7 +32,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not trainer.checkpoint_path.exists():
             raise RequestError("resume", str(trainer.checkpoint_path), "no checkpoint to resume from")
-        trainer.load()
+        try:
+            trainer.load()
+        except ValueError as e:
+            raise RequestError("resume", str(trainer.checkpoint_path), str(e)) from None
     elif trainer.checkpoint_path.exists():
         raise RequestError("out", args.out, "holds a checkpoint: pass --resume to continue it, or choose another folder")
     if args.base is not None:
