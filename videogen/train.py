@@ -236,7 +236,7 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
         below: draw the noise levels evenly in [0, below) (a low-noise expert's share of the
             steps) instead of through the inference schedule's shift.
     """
-    transformer = transformer or pipe.transformer
+    transformer = pipe.transformer if transformer is None else transformer
     b, _, t, h, w = x0.shape
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     noise = torch.randn(x0.shape, generator=gen)
@@ -302,14 +302,14 @@ class Trainer:
         from .model import load_components
 
         if not self.has_expert:
-            raise ValueError("base: this configuration has no low-noise expert to train (expert_boundary is None)")
+            raise ValueError("this configuration has no low-noise expert to train (expert_boundary is None)")
         base = load_components(str(folder))
         c = self.components
         for name in ("vae", "text_encoder", "transformer"):
             try:
                 c[name].load_state_dict(base[name].state_dict())
             except RuntimeError as e:
-                raise ValueError(f"base={str(folder)!r}: its {name} is not this configuration's ({e})") from None
+                raise ValueError(f"its {name} is not this configuration's ({e})") from None
         c["vae"].register_to_config(latents_mean=list(base["vae"].config.latents_mean),
                                     latents_std=list(base["vae"].config.latents_std))
         self.stats_done = True
@@ -463,31 +463,26 @@ class Trainer:
         c = self.components
         c["transformer"].train()
         c["text_encoder"].train(self.config.train_text_encoder)
-        rng = batch_rng(self.s.seed, "dit", step)
-        task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
-        loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction)
-        for group in self.dit_opt.param_groups:
-            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("dit")  # warm-up, then decay
-        self.dit_opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.dit_params, 1.0)
-        self.dit_opt.step()
-        return task, loss.item()
+        return self._flow_step("dit", step, c["transformer"], self.dit_opt, self.dit_params)
 
     def _expert_step(self, step: int) -> tuple[str, float]:
         """One step of the low-noise expert: the transformer's tasks, at noise levels below its boundary."""
-        c = self.components
-        c["transformer_2"].train()
-        rng = batch_rng(self.s.seed, "expert", step)
+        expert = self.components["transformer_2"].train()
+        return self._flow_step("expert", step, expert, self.expert_opt, self.expert_params, self.config.expert_boundary)
+
+    def _flow_step(self, stage: str, step: int, transformer, optimiser, params: list,
+                   below: float | None = None) -> tuple[str, float]:
+        """One flow-matching step of ``transformer`` on a batch keyed by (stage, step) (see `flow_loss`)."""
+        rng = batch_rng(self.s.seed, stage, step)
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
         loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction,
-                         transformer=c["transformer_2"], below=self.config.expert_boundary)
-        for group in self.expert_opt.param_groups:
-            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale("expert")
-        self.expert_opt.zero_grad()
+                         transformer=transformer, below=below)
+        for group in optimiser.param_groups:
+            group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale(stage)  # warm-up, then decay
+        optimiser.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.expert_params, 1.0)
-        self.expert_opt.step()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
         return task, loss.item()
 
     def plot(self) -> Path:

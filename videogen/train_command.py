@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             trainer.start_from(args.base)
         except ValueError as e:
-            raise RequestError("base", args.base, str(e).split(": ", 1)[-1]) from None
+            raise RequestError("base", args.base, str(e)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = trainer.run(progress=not args.quiet)
