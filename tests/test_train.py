@@ -75,6 +75,20 @@ def test_train_resume_and_load(tmp_path):
     assert all(torch.equal(v, initial[k]) for k, v in components["text_encoder"].state_dict().items())
 
 
+def test_the_progress_bar_runs_to_the_nearer_limit(tmp_path, capsys):
+    flags = ["--out", str(tmp_path / "run"), "--batch", "2", "--steps", "2", "--expert-steps", "1"]
+    assert main(["train", *flags, "--minutes", "30"]) == 0
+    err = capsys.readouterr().err
+    # Two steps end the stage long before 27 minutes: the bar says 100% there, and counts steps beside it.
+    assert "train dit: 100%" in err and "step=2" in err and "train expert: 100%" in err
+
+    trainer = Trainer(TrainSettings(out=tmp_path / "timed", steps=100_000, minutes=10.0))
+    trainer.seconds["dit"] = 0.25 * trainer.budget("dit")
+    trainer.counts["dit"] = 50
+    assert trainer.done("dit", 100_000) == pytest.approx(0.25)  # the time budget is nearer than 100,000 steps
+    assert trainer.done("dit", 100) == pytest.approx(0.5)  # 50 of 100 steps is nearer than a quarter of the time
+
+
 def test_a_wan_vae_is_trained_first_and_its_latent_statistics_measured(tmp_path):
     trainer = Trainer(TrainSettings(out=tmp_path / "run", vae_steps=2, steps=1, expert_steps=1, batch=2, minutes=None),
                       MiniatureConfig(vae="wan"))

@@ -422,8 +422,17 @@ class Trainer:
         done = min(1.0, max(0.0, (self.seconds[stage] / budget - start) / (1 - start)))
         return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + np.cos(np.pi * done))
 
+    def done(self, stage: str, steps: int) -> float:
+        """How far the stage is, 0 to 1: toward its step count or its time budget, whichever ends it first."""
+        budget = self.budget(stage)
+        by_time = self.seconds[stage] / budget if 0 < budget < float("inf") else 0.0
+        return min(1.0, max(self.counts[stage] / steps if steps else 1.0, by_time))
+
     def _stage(self, stage: str, steps: int, step_fn, progress: bool) -> None:
-        bar = tqdm(total=steps, initial=min(self.counts[stage], steps), desc=f"train {stage}",
+        # The bar runs to the nearer of the two limits, so its time left is the stage's, not that of
+        # a step count the time budget stops long before.
+        bar = tqdm(total=100.0, initial=100 * self.done(stage, steps), desc=f"train {stage}", unit="%",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
                    disable=not progress, dynamic_ncols=True)
         with open(self.log_path, "a", newline="") as log:
             writer = csv.writer(log)
@@ -434,8 +443,8 @@ class Trainer:
                 self.seconds[stage] += time.perf_counter() - start
                 writer.writerow([stage, self.counts[stage], task, f"{loss:.5f}", f"{self.seconds[stage]:.2f}"])
                 log.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", task=task)
+                bar.update(100 * self.done(stage, steps) - bar.n)
+                bar.set_postfix(step=self.counts[stage], loss=f"{loss:.4f}", task=task, refresh=False)
                 if self.counts[stage] % self.s.checkpoint_every == 0:
                     self.save()
         bar.close()
