@@ -413,25 +413,26 @@ class Trainer:
             self._stage("expert", self.s.expert_steps, self._expert_step, progress)
         return self.export()
 
-    def lr_scale(self, stage: str) -> float:
-        """The learning rate's factor now: 1, then a half cosine down to `FINAL_LR` over the stage's last part."""
+    def time_used(self, stage: str) -> float:
+        """The share of the stage's time budget spent so far (0 where it has none)."""
         budget = self.budget(stage)
-        if budget == float("inf"):
-            return 1.0
+        return self.seconds[stage] / budget if 0 < budget < float("inf") else 0.0
+
+    def lr_scale(self, stage: str) -> float:
+        """The learning rate's factor now: 1 (always, without a time budget), then a half cosine
+        down to `FINAL_LR` over the last part of the stage's budget."""
         start = DECAY_FROM[stage]
-        done = min(1.0, max(0.0, (self.seconds[stage] / budget - start) / (1 - start)))
+        done = min(1.0, max(0.0, (self.time_used(stage) - start) / (1 - start)))
         return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + np.cos(np.pi * done))
 
     def done(self, stage: str, steps: int) -> float:
         """How far the stage is, 0 to 1: toward its step count or its time budget, whichever ends it first."""
-        budget = self.budget(stage)
-        by_time = self.seconds[stage] / budget if 0 < budget < float("inf") else 0.0
-        return min(1.0, max(self.counts[stage] / steps if steps else 1.0, by_time))
+        return min(1.0, max(self.counts[stage] / steps if steps else 1.0, self.time_used(stage)))
 
     def _stage(self, stage: str, steps: int, step_fn, progress: bool) -> None:
         # The bar runs to the nearer of the two limits, so its time left is the stage's, not that of
         # a step count the time budget stops long before.
-        bar = tqdm(total=100.0, initial=100 * self.done(stage, steps), desc=f"train {stage}", unit="%",
+        bar = tqdm(total=100.0, initial=100 * self.done(stage, steps), desc=f"train {stage}",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
                    disable=not progress, dynamic_ncols=True)
         with open(self.log_path, "a", newline="") as log:
