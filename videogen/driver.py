@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import os
 import threading
 import time
@@ -221,7 +222,9 @@ class Engine:
         workers: denoiser actors per model (the output does not depend on it).
         address: a Ray cluster to join; default ``$RAY_ADDRESS``, else a local Ray started here.
         gpu_fraction: share of a GPU each actor asks for when the cluster has GPUs.
-        threads_per_worker: torch threads per actor (default: this machine's cores / workers).
+        threads_per_worker: torch threads per actor (default: its reserved CPUs, rounded up).
+            Not derived from ``workers``: on a CPU a matrix product's sums are split by thread,
+            so the thread count changes the last bits, and 40 steps grow them to a few levels.
         cpus_per_worker: Ray CPUs each actor reserves.
         cache_dir: where task results are cached by content (None: no cache). On a cluster, a
             folder every node can reach.
@@ -259,7 +262,7 @@ class Engine:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.decode_on = decode_on
         self.decoders = decoders
-        self.threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads_per_worker or max(1, math.ceil(cpus_per_worker))
         self.ray_start_seconds = 0.0
         self._owns_ray = False
         if not ray.is_initialized():
