@@ -217,3 +217,39 @@ def test_a_low_noise_expert_is_trained_after_the_transformer_and_on_a_trained_ba
     assert main(["train", "--out", str(tmp_path / "x"), "--base", str(tmp_path), *flags]) == 2
     assert main(["train", "--out", str(second), "--base", str(first / "model"), "--resume", *flags]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_motion_error_weighs_the_4_frame_stair_and_not_a_steady_offset(tmp_path):
+    """`motion_error` compares frame-to-frame change: a guess that holds each latent frame's picture
+    for its 4 frames is penalised; one off by the same amount in every frame is not."""
+    from einops import rearrange
+
+    from videogen.shapes import sample_scene
+    from videogen.train import motion_error
+
+    vae = build_miniature()["vae"].eval()
+    codec = LatentCodec(vae, MiniatureConfig().size)
+    x0 = torch.stack(codec.encode([(sample_scene(s, "train"), 4, 0, 4) for s in range(2)]))  # (2, 192, 4, 8, 8)
+    raw = x0 * codec.std + codec.mean
+    blocks = rearrange(raw, "b (c t p q) f h w -> b c t p q f h w", t=4, p=4, q=4)
+    stair = rearrange(blocks[:, :, -1:].expand_as(blocks), "b c t p q f h w -> b (c t p q) f h w")
+    offset = torch.randn(2, 3, 1, 4, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    steady = rearrange(blocks + offset, "b c t p q f h w -> b (c t p q) f h w")
+    stair, steady = ((z - codec.mean) / codec.std for z in (stair, steady))
+    none, every = torch.zeros(2, 4), torch.ones(2, 4)
+
+    assert motion_error(x0, x0, none, vae) == 0
+    assert ((steady - x0) ** 2).mean() > ((stair - x0) ** 2).mean() > 0  # by frame error, the steady guess is worse
+    assert motion_error(steady, x0, none, vae) < 1e-8
+    assert motion_error(stair, x0, none, vae) > 1e-3
+    assert motion_error(stair, x0, every, vae) == 0  # transitions between given frames are not counted
+
+    from diffusers import WanPipeline
+    from videogen.train import flow_loss
+
+    config = MiniatureConfig(layers=1, expert_layers=1)
+    pipe = WanPipeline(**build_miniature(config))
+    prompts = ["a red circle moving right"] * 2
+    losses = [flow_loss(pipe, x0, none, prompts, np.random.default_rng(0), config.mask_channels, "sample",
+                        motion_weight=w).item() for w in (0.0, 4.0)]
+    assert losses[1] > losses[0] > 0  # the same transformer, batch and noise: the motion term is added

@@ -10,10 +10,10 @@ What is measured, per clip:
 - **motion**: from the coverage-weighted centroid and size tracks: ``growing`` when the size
   grows by half, ``bouncing`` when the vertical path is over twice the net vertical move with two
   reversals, else the direction of the net displacement;
-- **seams**: for each boundary between temporal windows, the largest frame-to-frame change
-  (mean absolute difference, levels of 255) at the boundary over the median change in the
-  windows on either side (four transitions each way).
-  A smooth clip scores about 1; a jump at a seam scores well above 1.2.
+- **seams**: for each boundary between temporal windows, the mean frame-to-frame change (mean
+  absolute difference after a 3x3 blur, levels of 255) over the transitions the seam spans (its
+  overlap and one either side) over the mean change of the six transitions on each side of it
+  that no seam spans. A smooth clip scores about 1; a jump at a seam scores well above 1.2.
 """
 
 from __future__ import annotations

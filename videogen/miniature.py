@@ -74,6 +74,13 @@ class MiniatureConfig:
     # place and path are chosen, and that model ignored motion words (same loss with "left" as
     # with "right"). Shift 32 puts a fifth of both in 0.99-0.999 and still a fifth below 0.9.
     flow_shift: float = 32.0
+    # Weight of `train.motion_error` (frame-to-frame change of the clean-frame guess against the
+    # truth's, in pixels) added to the transformer's loss; "sample" prediction only. Given the true
+    # clip under noise, the shipped transformer draws each latent frame's 4 pixel frames as one
+    # picture and jumps at the next (change across a latent-frame boundary 7-8 times the change
+    # inside; the truth's: about 1). Weight 4 over a 10-minute fine-tune brought that to about 6 and
+    # cost shape and motion on the scorecard (MODEL.md), so it stays off.
+    motion_weight: float = 0.0
     # The low-noise expert: a second transformer for the steps below this noise level, as Wan 2.2
     # A14B has one (`transformer_2`, `boundary_ratio`). The first transformer's 8x8-pixel tokens are
     # 768 numbers for 192 channels: given the true clip under light noise (sigma 0.2) its guess read
@@ -88,6 +95,9 @@ class MiniatureConfig:
     expert_heads: int = 6
     expert_layers: int = 2
     expert_ffn: int = 576
+    # `motion_weight` for the expert's loss; 4 from scratch, 10 minutes: its guess's stair 2.8 ->
+    # 2.4, its clips' 3.4 -> 4.0 (MODEL.md). Off.
+    expert_motion_weight: float = 0.0
 
     @property
     def latent_channels(self) -> int:

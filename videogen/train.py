@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import yaml
 from diffusers import WanPipeline
+from einops import rearrange
 from tqdm import tqdm
 
 from .miniature import MiniatureConfig, build_miniature
@@ -225,7 +226,8 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
 
 
 def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int,
-              prediction: str = "flow", transformer=None, below: float | None = None) -> torch.Tensor:
+              prediction: str = "flow", transformer=None, below: float | None = None,
+              motion_weight: float = 0.0) -> torch.Tensor:
     """Flow-matching loss of a transformer on one batch; given frames are inputs, not targets.
 
     With ``prediction="sample"`` the transformer outputs clean latents, turned into the velocity
@@ -256,10 +258,33 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
                             encoder_hidden_states=embeds, return_dict=False)[0]
     made = (1 - m).expand_as(pred)  # given frames are inputs, not targets
     weight = made
+    motion = pred.new_zeros(())
     if prediction == "sample":  # the loss stays on the velocity, as the sampler uses it
+        if motion_weight:
+            motion = motion_weight * motion_error(pred, x0, known, pipe.vae)
         pred = velocity_from_sample(x, pred, sigma.view(b))
         weight = made * (sigma / LOSS_SIGMA_FLOOR).clamp(max=1) ** 2
-    return ((pred - (noise - x0)) ** 2 * weight).sum() / made.sum().clamp(min=1)
+    return ((pred - (noise - x0)) ** 2 * weight).sum() / made.sum().clamp(min=1) + motion
+
+
+def motion_error(guess: torch.Tensor, x0: torch.Tensor, known: torch.Tensor, vae) -> torch.Tensor:
+    """Mean squared error of the frame-to-frame change in pixels, clean-frame guess against truth.
+
+    A pixel fold holds 4 frames in one latent frame; the frame error alone lets a guess draw the
+    same picture 4 times and jump at the next latent frame (a step in time the truth does not
+    have). Differences between neighbouring pixel frames, inside latent frames and across them,
+    weigh that step directly. Transitions between two given frames are not counted.
+
+    Args:
+        guess, x0: normalised latents (B, C, T, h, w); known: (B, T), 1 where a frame is given.
+    """
+    t, s = vae.config.scale_factor_temporal, vae.config.scale_factor_spatial
+    std = torch.tensor(vae.config.latents_std, dtype=guess.dtype).view(1, -1, 1, 1, 1)
+    frames = [rearrange(z * std, "b (c t p q) f h w -> b c (f t) (h p) (w q)", t=t, p=s, q=s) for z in (guess, x0)]
+    change = [f[:, :, 1:] - f[:, :, :-1] for f in frames]
+    made = (1 - known).repeat_interleave(t, dim=1)
+    made = torch.maximum(made[:, 1:], made[:, :-1]).view(known.shape[0], 1, -1, 1, 1).expand_as(change[0])
+    return ((change[0] - change[1]) ** 2 * made).sum() / made.sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -473,20 +498,22 @@ class Trainer:
         c = self.components
         c["transformer"].train()
         c["text_encoder"].train(self.config.train_text_encoder)
-        return self._flow_step("dit", step, c["transformer"], self.dit_opt, self.dit_params)
+        return self._flow_step("dit", step, c["transformer"], self.dit_opt, self.dit_params,
+                               motion_weight=self.config.motion_weight)
 
     def _expert_step(self, step: int) -> tuple[str, float]:
         """One step of the low-noise expert: the transformer's tasks, at noise levels below its boundary."""
         expert = self.components["transformer_2"].train()
-        return self._flow_step("expert", step, expert, self.expert_opt, self.expert_params, self.config.expert_boundary)
+        return self._flow_step("expert", step, expert, self.expert_opt, self.expert_params, self.config.expert_boundary,
+                               self.config.expert_motion_weight)
 
     def _flow_step(self, stage: str, step: int, transformer, optimiser, params: list,
-                   below: float | None = None) -> tuple[str, float]:
+                   below: float | None = None, motion_weight: float = 0.0) -> tuple[str, float]:
         """One flow-matching step of ``transformer`` on a batch keyed by (stage, step) (see `flow_loss`)."""
         rng = batch_rng(self.s.seed, stage, step)
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
         loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction,
-                         transformer=transformer, below=below)
+                         transformer=transformer, below=below, motion_weight=motion_weight)
         for group in optimiser.param_groups:
             group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale(stage)  # warm-up, then decay
         optimiser.zero_grad()
