@@ -86,7 +86,7 @@ class MiniatureConfig:
     # 768 numbers for 192 channels: given the true clip under light noise (sigma 0.2) its guess read
     # as the right shape on 8 of 20 held-out clips. This expert's tokens are 4x4 pixels (192 numbers,
     # as wide as it is), and after 12 minutes it read 18 of 20; on the held-out scorecard, shape 42%
-    # -> 55%, 8-window seams mean 1.64 -> 1.38 (MODEL.md). A boundary of 0.9 trained the same 12
+    # -> 52%, 8-window seams mean 1.64 -> 1.38 (MODEL.md). A boundary of 0.9 trained the same 12
     # minutes read 13 of 20. With 40 steps at shift 32 it takes the last step (from sigma 0.51).
     # None: one transformer for every step.
     expert_boundary: float | None = 0.6
