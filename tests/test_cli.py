@@ -33,6 +33,9 @@ def videogen(*args, cwd=None):
         (["x", "--guidance", "-2"], "guidance=-2.0"),
         (["x", "--steps", "0"], "steps=0"),
         (["x", "--steps", "100000"], "steps=100000"),
+        (["x", "--workers", "0"], "workers=0"),
+        (["x", "--threads", "0"], "threads=0"),
+        (["x", "--gpu-fraction", "1.5"], "gpu_fraction=1.5"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, expected):

@@ -155,3 +155,11 @@ def test_cache_reads_back_identical_work_and_redoes_only_what_changed(ray_local,
         assert reblended.cached_tasks == 1 + 1 + 2, "a new blend redoes only the decode chunks"
         other_seed = engine.generate(dict(CLIP, seed=12))
         assert other_seed.cached_tasks == 0
+
+
+def test_an_actors_threads_follow_the_cpus_it_reserves(ray_local):
+    with Engine(workers=1, cpus_per_worker=2) as engine:
+        engine.generate(dict(CLIP, frames=9))
+        assert [i["threads"] for i in engine.actor_info()] == [2]
+    with pytest.raises(ValueError, match="threads_per_worker=0: must be at least 1"):
+        Engine(threads_per_worker=0)

@@ -49,6 +49,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
 def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", metavar="N", type=int, default=1, help="denoiser actors (the output does not depend on it; default 1)")
+    g.add_argument("--threads", metavar="N", type=int, default=None,
+                   help="torch CPU threads per actor, each reserving as many Ray CPUs (default 1). On a CPU the "
+                        "frames depend on it, as they do not on --workers")
     g.add_argument("--address", metavar="RAY_ADDRESS", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--gpu-fraction", metavar="X", type=float, default=1.0, help="share of a GPU per actor when the cluster has GPUs")
     g.add_argument("--decode-on", choices=["denoisers", "cpu"], default="denoisers",
@@ -61,7 +64,14 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     """`Engine` arguments from the cluster flags."""
+    for name in ("workers", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise RequestError(name, value, "must be at least 1")
+    if not 0 < args.gpu_fraction <= 1:
+        raise RequestError("gpu_fraction", args.gpu_fraction, "must be in (0, 1]")
     return dict(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction,
+                threads_per_worker=args.threads, cpus_per_worker=float(args.threads or 1),
                 decode_on=args.decode_on, encode_on=args.encode_on, cache_dir=args.cache)
 
 

@@ -249,6 +249,8 @@ class Engine:
     ):
         if workers < 1:
             raise ValueError(f"workers={workers}: must be at least 1")
+        if threads_per_worker is not None and threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker={threads_per_worker}: must be at least 1")
         if not 0 < gpu_fraction <= 1:
             raise ValueError(f"gpu_fraction={gpu_fraction}: must be in (0, 1]")
         if decode_on not in ("denoisers", "cpu"):

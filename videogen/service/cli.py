@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from ..cli import REQUEST_FIELDS, add_cluster_flags, add_engine_flags, request_from_args
+from ..cli import REQUEST_FIELDS, add_cluster_flags, add_engine_flags, engine_kwargs, request_from_args
 from ..errors import RequestError
 from .client import ApiClientError, JobClient
 
@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not tokens:
         print("videogen: error: tokens: give --tokens FILE or set VIDEOGEN_TOKENS_FILE", file=sys.stderr)
         return EXIT_REFUSED
+    engine_kwargs(args)  # the cluster flags checked here, before any replica starts
     data = Path(args.data).resolve()
     config = ServiceConfig(
         data_dir=data,
@@ -36,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         blocklist=Path(args.blocklist).resolve() if args.blocklist else None,
         max_queued=args.max_queued,
         runner=RunnerConfig(workers=args.workers, per_client=args.per_client, address=args.address,
-                            gpu_fraction=args.gpu_fraction),
+                            gpu_fraction=args.gpu_fraction, threads=args.threads),
     )
     read_tokens(config.tokens_file)  # fail here, not in the replica, on an empty or missing file
     run_service(config, args.host, args.port)

@@ -46,6 +46,7 @@ class RunnerConfig:
         per_client: the most jobs one client may have running.
         address: a Ray cluster to join (None: the one this process is in, else a local one).
         gpu_fraction: share of a GPU per actor.
+        threads: torch CPU threads per actor, each reserving as many Ray CPUs (None: 1).
         webhook_backoff: seconds before the first webhook retry; doubles each retry.
     """
 
@@ -54,6 +55,7 @@ class RunnerConfig:
     per_client: int = 4
     address: str | None = None
     gpu_fraction: float = 1.0
+    threads: int | None = None
     webhook_backoff: float = 1.0
 
 
@@ -98,7 +100,8 @@ class Runner:
 
         self.store.requeue_running()
         self.engine = Engine(workers=self.config.workers, address=self.config.address,
-                             gpu_fraction=self.config.gpu_fraction, cache_dir=self.cache)
+                             gpu_fraction=self.config.gpu_fraction, threads_per_worker=self.config.threads,
+                             cpus_per_worker=float(self.config.threads or 1), cache_dir=self.cache)
         self._thread.start()
         return self
 
