@@ -137,8 +137,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {result.path}: {summary['frames']} frames, {result.spec.width}x{result.spec.height} "
-              f"at {result.spec.fps} fps ({summary['windows']} windows, {summary['keyframes']} keyframes)")
+        from .encode import sidecar_path
+
+        side = sidecar_path(Path(result.path)) if "://" not in str(result.path) else None
+        view = json.loads(side.read_text()).get("view") if side is not None and side.is_file() else None
+        shown = f" enlarged to {view['width']}x{view['height']} ({view['filter']})" if view else ""
+        print(f"wrote {result.path}: {summary['frames']} frames at {result.spec.fps} fps, "
+              f"{result.spec.width}x{result.spec.height}{shown}; {summary['windows']} windows, {summary['keyframes']} keyframes")
     return 0
 
 
