@@ -33,6 +33,7 @@ def videogen(*args, cwd=None):
         (["x", "--guidance", "-2"], "guidance=-2.0"),
         (["x", "--steps", "0"], "steps=0"),
         (["x", "--steps", "100000"], "steps=100000"),
+        (["x", "--keyframe-release", "1.5"], "keyframe_release=1.5"),
         (["x", "--workers", "0"], "workers=0"),
         (["x", "--threads", "0"], "threads=0"),
         (["x", "--gpu-fraction", "1.5"], "gpu_fraction=1.5"),

@@ -1,5 +1,7 @@
 """The denoiser on its own (no Ray): parity with diffusers' WanPipeline, model folders, conditioning."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,27 @@ def test_known_frames_are_held(source):
     np.testing.assert_array_equal(out[:, 4], known[4])
     free = d.window(spec, WindowTask(0, 0, 5), {})["latents"]
     assert np.abs(out[:, 2] - free[:, 2]).max() > 1e-3, "the known frames change the frames between them"
+
+
+
+@pytest.mark.parametrize("source", ["builtin:tiny-random", "builtin:tiny-random-flf"])
+def test_released_keyframes_are_drawn_again_from_themselves(source):
+    """Below ``keyframe_release`` a window stops holding its keyframes: it draws them again with
+    its other frames, starting from each keyframe noised to that level, so they stay near it."""
+    model = "tiny-random" if source.endswith("random") else "tiny-random-flf"
+    d = Denoiser(source)
+    spec = resolve({"prompt": "a green triangle", "frames": 17, "model": model, **dict(SMALL, steps=8)})
+    rng = np.random.default_rng(0)
+    known = {0: rng.standard_normal(spec.latent_shape).astype(np.float32), 4: rng.standard_normal(spec.latent_shape).astype(np.float32)}
+    task = WindowTask(0, 0, 5, keyframes=(0, 4))
+    held = d.window(spec, task, known)["latents"]
+    released = d.window(replace(spec, keyframe_release=0.5), task, known)["latents"]
+    free = d.window(spec, WindowTask(0, 0, 5), {})["latents"]
+    for p in (0, 4):
+        moved, away = np.abs(released[:, p] - known[p]).mean(), np.abs(free[:, p] - known[p]).mean()
+        assert 1e-3 < moved < away / 2, (p, moved, away)
+    assert np.abs(released[:, 2] - held[:, 2]).max() > 1e-4
+    np.testing.assert_array_equal(d.window(replace(spec, keyframe_release=0.0), task, known)["latents"], held)
 
 
 def test_two_stage_wan22_folder_equals_wan_pipeline(tmp_path):

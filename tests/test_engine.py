@@ -37,6 +37,17 @@ def test_same_frames_on_1_2_and_3_actors(engines):
     assert all({i["threads"] for i in e.actor_info()} == {1} for e in engines.values())
 
 
+def test_windows_that_redraw_their_keyframes_still_give_the_same_frames_on_any_actor_count(engines):
+    """Released below sigma 0.9, the keyframes are drawn again by both windows that share them,
+    from the same noise (it is keyed by position), and blended: the clip changes, and it is still
+    the same clip on 1 and 3 actors."""
+    held = engines[2].generate(CLIP).frames
+    released = {n: engines[n].generate(dict(CLIP, keyframe_release=0.9)).frames for n in (1, 3)}
+    assert np.array_equal(released[1], released[3])
+    # The keyframe at latent frame 4 is pixel frame 13; the windows drew it again.
+    assert np.abs(released[1][13].astype(int) - held[13]).mean() > 1
+
+
 def test_windows_run_on_several_actors_and_results_come_as_each_clip_finishes(engines):
     engine = engines[3]
     jobs = [engine.submit(dict(CLIP, seed=s)) for s in range(4)]

@@ -23,7 +23,8 @@ import numpy as np
 from . import __version__
 
 # The spec fields a denoising task's result depends on (not fps, output, blend, or the clip's length).
-DENOISE_FIELDS = ("model_source", "prompt", "negative", "seed", "steps", "guidance", "width", "height", "lora_digest", "lora_scale")
+DENOISE_FIELDS = ("model_source", "prompt", "negative", "seed", "steps", "guidance", "width", "height", "lora_digest", "lora_scale",
+                 "keyframe_release")
 
 
 def task_key(spec, kind: str, task: dict, deps: tuple[str, ...] = ()) -> str:

@@ -43,6 +43,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--window", metavar="N", type=int, help="pixel frames per temporal window (4k+1 for Wan)")
     w.add_argument("--overlap", metavar="N", type=int, help="pixel frames neighbouring windows share (a multiple of 4 for Wan)")
     w.add_argument("--keyframe-every", metavar="N", type=int, help="pixel frames between keyframes (0: no keyframes)")
+    w.add_argument("--keyframe-release", metavar="SIGMA", type=float,
+                   help="noise level below which each window draws its keyframes again, joined to its own frames "
+                        "(0: keyframes kept exactly; default: the quality preset's)")
     w.add_argument("--blend", choices=["linear", "cosine", "pyramid", "flat"], help="how overlaps are blended (default cosine)")
 
 
@@ -77,7 +80,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
 
 REQUEST_FIELDS = (
     "model", "quality", "frames", "seconds", "fps", "width", "height", "seed", "steps",
-    "guidance", "negative", "window", "overlap", "keyframe_every", "blend", "lora", "lora_scale",
+    "guidance", "negative", "window", "overlap", "keyframe_every", "keyframe_release", "blend", "lora", "lora_scale",
 )
 
 

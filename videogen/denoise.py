@@ -69,7 +69,8 @@ class Denoiser:
         return self._embeds[key]
 
     @torch.no_grad()
-    def sample(self, spec: ClipSpec, positions, stream: int, known: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    def sample(self, spec: ClipSpec, positions, stream: int, known: dict[int, np.ndarray] | None = None,
+               release: float = 0.0) -> np.ndarray:
         """Denoise latent frames at absolute ``positions`` with ``known`` frames held fixed.
 
         Args:
@@ -77,6 +78,9 @@ class Denoiser:
             positions: absolute latent frame indices, in order (they key the noise).
             stream: `WINDOW_STREAM` or `KEYFRAME_STREAM`.
             known: absolute position -> latent frame (C, h, w) for frames to hold fixed.
+            release: from the first step below this noise level the known frames are no longer
+                held: they are set to themselves noised to that level (with their own noise) and
+                denoised with the rest, so the last steps draw them and their neighbours together.
         Returns:
             latents (C, len(positions), h, w), float32.
         """
@@ -99,14 +103,21 @@ class Denoiser:
         scheduler = model.new_scheduler()
         scheduler.set_timesteps(spec.steps, device=device)
         scheduler.set_begin_index(0)
+        held = bool(local)
         for i, t in enumerate(scheduler.timesteps):
-            if local and not channels:
+            if held and float(scheduler.sigmas[i]) < release:
+                sigma = scheduler.sigmas[i]
+                latents[:, :, local] = sigma * noise[:, :, local] + (1.0 - sigma) * x0[:, :, local]
+                if channels:
+                    condition[:, :, local] = 0.0
+                held = False
+            if held and not channels:
                 sigma = scheduler.sigmas[i]
                 latents[:, :, local] = sigma * noise[:, :, local] + (1.0 - sigma) * x0[:, :, local]
             model_input = torch.cat([latents, condition], dim=1) if channels else latents
             pred = model.predict(model_input, t, embeds, spec.guidance)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
-        if local:
+        if held:
             latents[:, :, local] = x0[:, :, local]
         return latents[0].float().cpu().numpy()
 
@@ -120,7 +131,8 @@ class Denoiser:
     def window(self, spec: ClipSpec, task: WindowTask, keyframes: dict[int, np.ndarray]) -> dict:
         """Run a window task; returns ``{"latents": (C, T_window, h, w), "seconds": s}``."""
         start = time.perf_counter()
-        latents = self.sample(spec, range(task.start, task.stop), WINDOW_STREAM, {p: keyframes[p] for p in task.keyframes})
+        latents = self.sample(spec, range(task.start, task.stop), WINDOW_STREAM, {p: keyframes[p] for p in task.keyframes},
+                              spec.keyframe_release)
         return {"latents": latents, "seconds": time.perf_counter() - start}
 
 

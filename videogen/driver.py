@@ -702,6 +702,7 @@ class Engine:
             window=spec.window,
             overlap=spec.overlap,
             keyframe_every=spec.keyframe_every,
+            keyframe_release=spec.keyframe_release,
             blend=spec.blend,
         )
 

@@ -95,6 +95,7 @@ class QualityPreset(Strict):
     window: int = Field(gt=0)
     overlap: int = Field(ge=0)
     keyframe_every: int = Field(ge=0)
+    keyframe_release: float = Field(default=0.0, ge=0, lt=1)
 
 
 def configs_dir() -> Path:

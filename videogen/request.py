@@ -44,6 +44,7 @@ class ClipRequest(BaseModel):
     window: int | None = Field(default=None, ge=1)
     overlap: int | None = Field(default=None, ge=0)
     keyframe_every: int | None = Field(default=None, ge=0)
+    keyframe_release: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
     blend: BlendMethod = "cosine"
     lora: str | None = None  # a LoRA adapter (diffusers format: .safetensors file or folder)
     lora_scale: float = Field(default=1.0, ge=0, le=2, allow_inf_nan=False)
@@ -100,6 +101,9 @@ class ClipSpec:
     lora_scale: float = 1.0
     lora_digest: str | None = None  # sha256 of the adapter's files: the cache key changes with them
     view: tuple[int, int, str] | None = None  # (width, height, swscale filter) the MP4 is enlarged to
+    # Noise level below which a window stops holding its keyframes and draws them again with its
+    # own frames (from the keyframe noised to that level); 0: keyframes held to the end.
+    keyframe_release: float = 0.0
 
     @property
     def latent_frames(self) -> int:
@@ -213,6 +217,7 @@ def resolve(request: ClipRequest | dict, model: ModelPreset | None = None) -> Cl
         lora_scale=request.lora_scale,
         lora_digest=lora_digest,
         view=(*model.view.size(width, height), model.view.filter) if model.view else None,
+        keyframe_release=quality.keyframe_release if request.keyframe_release is None else request.keyframe_release,
     )
 
 
