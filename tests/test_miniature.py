@@ -86,7 +86,7 @@ def test_generate_with_the_shipped_model(tmp_path):
 
     The prompt is a held-out combination the shipped weights draw well (colour, shape and motion
     right on 4 of 4 seeds, MODEL.md); on held-out prompts at large, motion is right on 92% and shape
-    on 52%.
+    on 50%.
     """
     out = tmp_path / "out.mp4"
     strip = tmp_path / "strip.png"
