@@ -75,7 +75,6 @@ def test_known_frames_are_held(source):
     assert np.abs(out[:, 2] - free[:, 2]).max() > 1e-3, "the known frames change the frames between them"
 
 
-
 @pytest.mark.parametrize("source", ["builtin:tiny-random", "builtin:tiny-random-flf"])
 def test_released_keyframes_are_drawn_again_from_themselves(source):
     """Below ``keyframe_release`` a window stops holding its keyframes: it draws them again with

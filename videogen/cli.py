@@ -74,7 +74,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     if not 0 < args.gpu_fraction <= 1:
         raise RequestError("gpu_fraction", args.gpu_fraction, "must be in (0, 1]")
     return dict(workers=args.workers, address=args.address, gpu_fraction=args.gpu_fraction,
-                threads_per_worker=args.threads, cpus_per_worker=float(args.threads or 1),
+                cpus_per_worker=float(args.threads or 1),  # an actor's torch threads follow its CPUs
                 decode_on=args.decode_on, encode_on=args.encode_on, cache_dir=args.cache)
 
 
@@ -140,11 +140,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        from .encode import sidecar_path
-
-        side = sidecar_path(Path(result.path)) if "://" not in str(result.path) else None
-        view = json.loads(side.read_text()).get("view") if side is not None and side.is_file() else None
-        shown = f" enlarged to {view['width']}x{view['height']} ({view['filter']})" if view else ""
+        view = result.spec.view  # what write_mp4 enlarged the frames to
+        shown = f" enlarged to {view[0]}x{view[1]} ({view[2]})" if view else ""
         print(f"wrote {result.path}: {summary['frames']} frames at {result.spec.fps} fps, "
               f"{result.spec.width}x{result.spec.height}{shown}; {summary['windows']} windows, {summary['keyframes']} keyframes")
     return 0

@@ -105,15 +105,14 @@ class Denoiser:
         scheduler.set_begin_index(0)
         held = bool(local)
         for i, t in enumerate(scheduler.timesteps):
-            if held and float(scheduler.sigmas[i]) < release:
-                sigma = scheduler.sigmas[i]
+            sigma = scheduler.sigmas[i]
+            releasing = held and float(sigma) < release
+            if releasing or (held and not channels):
                 latents[:, :, local] = sigma * noise[:, :, local] + (1.0 - sigma) * x0[:, :, local]
+            if releasing:
+                held = False
                 if channels:
                     condition[:, :, local] = 0.0
-                held = False
-            if held and not channels:
-                sigma = scheduler.sigmas[i]
-                latents[:, :, local] = sigma * noise[:, :, local] + (1.0 - sigma) * x0[:, :, local]
             model_input = torch.cat([latents, condition], dim=1) if channels else latents
             pred = model.predict(model_input, t, embeds, spec.guidance)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]

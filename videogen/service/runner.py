@@ -100,8 +100,8 @@ class Runner:
 
         self.store.requeue_running()
         self.engine = Engine(workers=self.config.workers, address=self.config.address,
-                             gpu_fraction=self.config.gpu_fraction, threads_per_worker=self.config.threads,
-                             cpus_per_worker=float(self.config.threads or 1), cache_dir=self.cache)
+                             gpu_fraction=self.config.gpu_fraction, cpus_per_worker=float(self.config.threads or 1),
+                             cache_dir=self.cache)
         self._thread.start()
         return self
 
