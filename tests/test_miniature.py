@@ -115,3 +115,37 @@ def test_generate_with_the_shipped_model(tmp_path):
     small = judging_size(frames).astype(int)
     background = np.median(small.reshape(len(small), -1, 3), axis=1)[:, None, None]
     assert np.mean(np.abs(small - background).max(axis=-1) < 24) > 0.6
+
+
+def test_redraw_swaps_the_shape_word_and_reads_the_drawn_shapes():
+    from videogen.redraw import scenes_of_each_shape, swap_shape, truth_fills
+
+    assert swap_shape("an orange box moving to the left", "square", "circle") == "an orange circle moving to the left"
+    assert swap_shape("a red ball bouncing", "circle", "triangle") == "a red triangle bouncing"
+    scenes = scenes_of_each_shape(3)
+    assert [len(scenes[s]) for s in ("circle", "square", "triangle")] == [3, 3, 3]
+    assert all(sc.shape == s and sc.motion != "growing" for s, v in scenes.items() for sc in v)
+    truth = truth_fills(3)  # as the shapes world draws them: the evaluator's thresholds 0.68 and 0.89 apart
+    assert truth["square"] > 0.95 and 0.7 < truth["circle"] < 0.89 and truth["triangle"] < 0.65, truth
+
+
+def test_redraw_of_the_shipped_model_follows_the_true_shape_at_low_noise():
+    """Handed a clip under light noise (sigma 0.1), the shipped model's clean guess keeps each shape's
+    fill order (square over circle over triangle) whatever the caption says; the CLI prints the table."""
+    from videogen.redraw import redraw
+
+    cells = redraw("package:miniature", sigmas=(0.1,), per=2)
+    assert len(cells) == 9
+    mean = {(c.true, c.asked): c.mean for c in cells}
+    for asked in ("circle", "square", "triangle"):
+        assert mean[("square", asked)] > mean[("circle", asked)] > mean[("triangle", asked)], mean
+    env = {**os.environ, "VIDEOGEN_MODEL": "miniature"}
+    done = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--per", "1", "--sigmas", "0.1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("| sigma | true circle: asked cir / squ / tri") and lines[2].startswith("| drawn |")
+    assert lines[3].startswith("| 0.1 |") and len(lines) == 4
+    bad = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sigmas", "0.5,2"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "sigmas='0.5,2'" in bad.stderr and "(0, 1]" in bad.stderr, bad.stderr

@@ -1,5 +1,6 @@
 """The shapes world, the evaluator on clips whose truth is known, and the built-in tokenizer."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -105,6 +106,24 @@ def test_eval_over_many_drawn_scenes():
         r = evaluate(render(s, clip_times(33), 32), caption(s))
         right += (r.colour_right, r.shape_right, r.motion_right)
     assert right.tolist() == [60, 60, 60]
+
+
+@pytest.mark.parametrize("shape,fill", [("square", (0.95, 1.01)), ("circle", (0.75, 0.85)), ("triangle", (0.5, 0.65))])
+def test_eval_reads_a_shape_wider_than_half_the_frame_on_a_graded_background(shape, fill):
+    """A shape 56% of the frame wide on a graded grey: a row's median would be the shape's colour in
+    the rows it crosses most, and the rest of those rows would read as foreground. The border strips
+    give the background: every frame measurable, the fill as drawn, nothing covered off the shape."""
+    from videogen.evaluate import tracks
+
+    drawn = scene(colour="purple", shape=shape, motion="right", background="grey", radius=0.28, gradient=-24.0)
+    frames = render(drawn, clip_times(33), 64)
+    report = evaluate(frames, f"a purple {shape} moving right")
+    assert report.colour_right and report.shape_right and report.motion_right, report
+    t = tracks(frames)
+    assert not np.isnan(t.fill).any()
+    assert fill[0] < float(np.median(t.fill)) < fill[1]
+    outside = render(dataclasses.replace(drawn, colour="white"), clip_times(33), 64) == render(drawn, clip_times(33), 64)
+    assert t.coverage[outside.all(axis=-1)].max() == 0.0  # background pixels (the same under any shape colour)
 
 
 def test_seams_engine_plan():

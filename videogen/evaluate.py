@@ -1,8 +1,8 @@
 """`videogen eval`: judge a clip of the shapes world from its pixels alone.
 
 What is measured, per clip:
-- **background**: each frame row's median colour (a shape covers under half of any row, and a
-  vertical gradient stays a per-row constant);
+- **background**: a straight line down each frame through the colours of its left and right
+  border strips (backgrounds are plain or graded top to bottom; shapes keep clear of the sides);
 - **foreground**: how far each pixel is from its row's background, as a 0..1 coverage;
 - **colour**: the palette colour nearest the mean of the clearly foreground pixels;
 - **shape**: the foreground area over its bounding box's area (circle pi/4 = 0.785, square 1,
@@ -35,6 +35,7 @@ FOREGROUND_LEVELS = 40.0  # RGB distance from the background below which a pixel
 SEAM_LIMIT = 1.2  # seam ratios above this are flagged
 STILL_LEVELS = 0.25  # a mean frame change below this (levels of 255) is invisible: a still clip is smooth
 VAE_TEMPORAL = 4  # pixel frames per latent frame in the clips the engine makes (Wan convention)
+BORDER_PARTS = 32  # the background is read from the outer 1/32 of the width on each side (2 px at 64 px)
 JUDGE_SIDE = 64  # a clip whose shorter side is twice this or more is area-averaged down by a whole factor first
 
 SYNONYMS = {w: shape for shape, words in SHAPE_WORDS.items() for w in words}
@@ -73,15 +74,38 @@ class Tracks:
     fill: np.ndarray  # (F,) covered area over bounding-box area; NaN where not measurable
 
 
+def background(video: np.ndarray) -> np.ndarray:
+    """The background (F, H, 1, 3) of float frames (F, H, W, 3): a straight line down each frame,
+    through the median colour of its left and right border strips' top half and of their bottom half.
+
+    The shapes world's backgrounds are plain or graded top to bottom, and its shapes keep clear of
+    the frame's sides, so the border strips are background whatever the shape's size. (A row's own
+    median is not: a made shape as wide as half the row, with its fringe, moves it 40 to 80 levels,
+    and the rest of the row then reads as foreground.)
+    """
+    f, h, w, _ = video.shape
+    e = max(1, w // BORDER_PARTS)
+    sides = np.concatenate([video[:, :, :e], video[:, :, -e:]], axis=2)  # (F, H, 2e, 3)
+    if h < 2:
+        return np.median(sides, axis=2, keepdims=True)
+    half = h // 2
+    top = np.median(sides[:, :half].reshape(f, -1, 3), axis=1)  # (F, 3): the colour at the top half's middle row
+    bottom = np.median(sides[:, h - half:].reshape(f, -1, 3), axis=1)
+    y_top, y_bottom = (half - 1) / 2, h - 1 - (half - 1) / 2
+    rows = np.arange(h, dtype=np.float32)[None, :, None] - y_top  # (1, H, 1)
+    line = top[:, None] + (bottom - top)[:, None] * rows / (y_bottom - y_top)  # (F, H, 3)
+    return line[:, :, None]
+
+
 def foreground(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coverage (F, H, W) in [0, 1] and the background (F, H, 1, 3) of uint8 frames (F, H, W, 3)."""
     video = frames.astype(np.float32)
-    background = np.median(video, axis=2, keepdims=True)  # one colour per row
-    distance = np.linalg.norm(video - background, axis=-1)
+    back = background(video)
+    distance = np.linalg.norm(video - back, axis=-1)
     contrast = np.percentile(distance, 99.5, axis=(1, 2), keepdims=True)  # the shape's own colour distance
     coverage = np.clip(distance / np.maximum(contrast, FOREGROUND_LEVELS), 0, 1)
     coverage[distance < FOREGROUND_LEVELS / 2] = 0
-    return coverage, background
+    return coverage, back
 
 
 def tracks(frames: np.ndarray) -> Tracks:
@@ -297,6 +321,8 @@ def evaluate_file(path: str | Path, prompt: str | None = None, windows: int | No
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.redraw:
+        return cmd_redraw(args)
     if args.held_out:
         from .scorecard import run_scorecard
 
@@ -327,6 +353,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redraw(args: argparse.Namespace) -> int:
+    from .presets import resolve_model
+    from .redraw import markdown, redraw, truth_fills
+
+    if args.clip is not None or args.held_out:
+        raise RequestError("redraw", True, "judges a model, not a clip: give it without a clip or --held-out")
+    if args.per < 1:
+        raise RequestError("per", args.per, "must be at least 1")
+    try:
+        sigmas = [float(s) for s in args.sigmas.split(",")]
+    except ValueError:
+        raise RequestError("sigmas", args.sigmas, "must be numbers separated by commas") from None
+    if not sigmas or not all(0 < s <= 1 for s in sigmas):
+        raise RequestError("sigmas", args.sigmas, "each must be in (0, 1]")
+    preset = resolve_model(args.model)
+    cells = redraw(preset.source, sigmas, per=args.per, size=min(preset.defaults.width, preset.defaults.height))
+    truth = truth_fills(args.per, min(preset.defaults.width, preset.defaults.height))
+    if args.json:
+        print(json.dumps({"drawn": truth, "cells": [dict(sigma=c.sigma, true=c.true, asked=c.asked, fill=c.mean,
+                                                        fills=list(c.fills)) for c in cells]}))
+    else:
+        print(markdown(cells, truth), end="")
+    return 0
+
+
 def add_command(sub) -> None:
     """Register ``videogen eval`` on the CLI's subparsers."""
     from .scorecard import SHAPES_MODEL
@@ -336,7 +387,7 @@ def add_command(sub) -> None:
                                    "motion match the prompt, and how smooth each window seam is. With --held-out, "
                                    "make clips of the colour-shape-motion combinations held out of training and "
                                    "print the model's scorecard against its targets.",
-                       epilog="examples: videogen eval out.mp4 | videogen eval --held-out -o scorecard/")
+                       epilog="examples: videogen eval out.mp4 | videogen eval --held-out -o scorecard/ | videogen eval --redraw")
     p.add_argument("clip", nargs="?", help="the MP4 to judge")
     p.add_argument("--prompt", help="what the clip should show (default: the prompt in its JSON sidecar)")
     p.add_argument("--windows", type=int, help="judge seams of N equal windows (default: the sidecar's plan)")
@@ -347,4 +398,10 @@ def add_command(sub) -> None:
     card.add_argument("--per", type=int, default=4, metavar="N", help="clips per held-out combination (default 4)")
     card.add_argument("--model", default=SHAPES_MODEL, metavar="NAME_OR_PATH", help=f"model to score (default {SHAPES_MODEL})")
     card.add_argument("--workers", type=int, default=1, metavar="N", help="denoiser actors")
+    probe = p.add_argument_group("redraw (where a model's outlines come from)")
+    probe.add_argument("--redraw", action="store_true",
+                       help="noise true clips of each shape and judge the fill ratio of the model's clean-frame "
+                            "guess under its caption and under the caption's shape word swapped (--model, --per)")
+    probe.add_argument("--sigmas", default=",".join(f"{s:g}" for s in (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)),
+                       metavar="LIST", help="noise levels, comma-separated (default %(default)s)")
     p.set_defaults(func=cmd_eval)
