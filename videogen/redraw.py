@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .denoise import to_uint8
 from .evaluate import judging_size, tracks
-from .shapes import SHAPE_WORDS, SHAPES, caption, sample_scene
+from .shapes import SHAPE_WORDS, SHAPES, caption, clip_times, render, sample_scene
 
 DEFAULT_SIGMAS = (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)
 LATENT_FRAMES = 9  # 33 pixel frames, the miniature's default clip
@@ -84,6 +85,7 @@ def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size
     codec = LatentCodec(model.vae, size)
     scenes = scenes_of_each_shape(per)
     truth = {s: [codec.encode([(sc, LATENT_FRAMES, 0, LATENT_FRAMES)])[0] for sc in scenes[s]] for s in SHAPES}
+    extra = model.in_channels - model.latent_channels  # mask and conditioning channels: nothing given
     embeds = {}
     cells = []
     for sigma in sigmas:
@@ -94,7 +96,6 @@ def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size
                 for k, (scene, x0) in enumerate(zip(scenes[true], truth[true])):
                     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k))
                     x = ((1 - sigma) * x0 + sigma * noise)[None]  # (1, C, T, h, w)
-                    extra = model.in_channels - model.latent_channels
                     model_input = torch.cat([x, x.new_zeros(1, extra, *x.shape[2:])], dim=1) if extra else x
                     text = caption(scene) if asked == true else swap_shape(caption(scene), true, asked)
                     if text not in embeds:
@@ -107,17 +108,14 @@ def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size
 
 
 def truth_fills(per: int = 8, size: int = 32) -> dict[str, float]:
-    """Mean fill ratio of the scenes `redraw` uses, as the shapes world draws them at 32x32."""
-    from .shapes import clip_times, render
-
+    """Mean fill ratio of the scenes `redraw` uses, as the shapes world draws them at ``size`` pixels."""
     frames = 4 * (LATENT_FRAMES - 1) + 1
     return {s: statistics.fmean(fill_ratio(render(sc, clip_times(frames), size)) for sc in scenes)
             for s, scenes in scenes_of_each_shape(per).items()}
 
 
 def frames_of(model, latents: torch.Tensor) -> np.ndarray:
-    from .denoise import to_uint8
-
+    """Latents (1, C, T, h, w) decoded by the model's VAE to uint8 frames (F, H, W, 3)."""
     return to_uint8(model.decode(latents))
 
 
