@@ -57,6 +57,30 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_outputs_get_the_permissions_of_any_new_file(tmp_path):
+    """Written under a temporary name and renamed, an MP4, its sidecar and a cache entry still get
+    0666 less the umask, as a file opened for writing would (not mkstemp's 0600, which would hide a
+    team's clips on a shared folder from everyone but their owner)."""
+    import os
+    import stat
+
+    from videogen.cache import save_payload
+
+    old = os.umask(0o022)
+    try:
+        out = write_mp4(gradient_frames(n=5), tmp_path / "clip.mp4", fps=8)
+        save_payload(tmp_path / "entry.npz", np.zeros(3))
+        (tmp_path / "plain").write_bytes(b"")
+        os.umask(0o027)
+        strict = write_mp4(gradient_frames(n=5), tmp_path / "strict.mp4", fps=8)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"clip.mp4": 0o644, "clip.json": 0o644, "entry.npz": 0o644, "plain": 0o644,
+                     "strict.mp4": 0o640, "strict.json": 0o640}, {k: oct(v) for k, v in modes.items()}
+    assert out.exists() and strict.exists()
+
+
 def test_an_existing_file_is_replaced_whole(tmp_path):
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"old")

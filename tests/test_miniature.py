@@ -129,7 +129,7 @@ def test_redraw_swaps_the_shape_word_and_reads_the_drawn_shapes():
     assert truth["square"] > 0.95 and 0.7 < truth["circle"] < 0.89 and truth["triangle"] < 0.65, truth
 
 
-def test_redraw_of_the_shipped_model_follows_the_true_shape_at_low_noise():
+def test_redraw_of_the_shipped_model_follows_the_true_shape_at_low_noise(tmp_path):
     """Handed a clip under light noise (sigma 0.1), the shipped model's clean guess keeps each shape's
     fill order (square over circle over triangle) whatever the caption says; the CLI prints the table."""
     from videogen.redraw import redraw
@@ -140,12 +140,21 @@ def test_redraw_of_the_shipped_model_follows_the_true_shape_at_low_noise():
     for asked in ("circle", "square", "triangle"):
         assert mean[("square", asked)] > mean[("circle", asked)] > mean[("triangle", asked)], mean
     env = {**os.environ, "VIDEOGEN_MODEL": "miniature"}
-    done = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--per", "1", "--sigmas", "0.1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    sheet = tmp_path / "redraw.png"
+    done = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--per", "1", "--sigmas", "0.5,0.1",
+                           "--sheet", str(sheet)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("| sigma | true circle: asked cir / squ / tri") and lines[2].startswith("| drawn |")
-    assert lines[3].startswith("| 0.1 |") and len(lines) == 4
+    assert lines[3].startswith("| 0.5 |") and lines[4].startswith("| 0.1 |") and len(lines) == 5
+    from PIL import Image
+
+    picture = Image.open(sheet)
+    assert picture.width == 12 + 9 * (96 + 12)  # a column per true and asked shape
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["redraw.png"]  # no temporary file left
+    missing = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sheet", str(tmp_path / "no" / "r.png")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2 and "sheet=" in missing.stderr and "does not exist" in missing.stderr, missing.stderr
     bad = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sigmas", "0.5,2"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "sigmas='0.5,2'" in bad.stderr and "(0, 1]" in bad.stderr, bad.stderr

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .encode import atomic_path
 
 # The spec fields a denoising task's result depends on (not fps, output, blend, or the clip's length).
 DENOISE_FIELDS = ("model_source", "prompt", "negative", "seed", "steps", "guidance", "width", "height", "lora_digest", "lora_scale",
@@ -57,14 +57,8 @@ def save_payload(path: str | os.PathLike, payload) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"p{k}": v for k, v in payload.items()} if isinstance(payload, dict) else {"array": payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_payload(path: str | os.PathLike):

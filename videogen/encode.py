@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,9 +57,20 @@ def check_output_path(path: str | os.PathLike) -> Path | str:
 
 @contextmanager
 def atomic_path(path: Path, suffix: str):
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
-    os.close(fd)
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The file is created as any new file is (mode 0666 less the umask, so 0644 with the usual
+    umask): `tempfile.mkstemp` makes it 0600, and the rename would leave a team's clips on a
+    shared folder readable by their owner alone.
+    """
+    path = Path(path)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield Path(tmp)
         os.replace(tmp, path)

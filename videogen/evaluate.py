@@ -367,14 +367,23 @@ def cmd_redraw(args: argparse.Namespace) -> int:
         raise RequestError("sigmas", args.sigmas, "must be numbers separated by commas") from None
     if not sigmas or not all(0 < s <= 1 for s in sigmas):
         raise RequestError("sigmas", args.sigmas, "each must be in (0, 1]")
+    if args.sheet and not Path(args.sheet).resolve().parent.is_dir():
+        raise RequestError("sheet", args.sheet, "its folder does not exist")
     preset = resolve_model(args.model)
-    cells = redraw(preset.source, sigmas, per=args.per, size=min(preset.defaults.width, preset.defaults.height))
-    truth = truth_fills(args.per, min(preset.defaults.width, preset.defaults.height))
+    size = min(preset.defaults.width, preset.defaults.height)
+    cells = redraw(preset.source, sigmas, per=args.per, size=size)
+    truth = truth_fills(args.per, size)
     if args.json:
         print(json.dumps({"drawn": truth, "cells": [dict(sigma=c.sigma, true=c.true, asked=c.asked, fill=c.mean,
                                                         fills=list(c.fills)) for c in cells]}))
     else:
         print(markdown(cells, truth), end="")
+    if args.sheet:
+        from .encode import atomic_path
+        from .redraw import sheet
+
+        with atomic_path(Path(args.sheet), ".png") as tmp:
+            sheet(cells, size).save(tmp, format="PNG")
     return 0
 
 
@@ -404,4 +413,5 @@ def add_command(sub) -> None:
                             "guess under its caption and under the caption's shape word swapped (--model, --per)")
     probe.add_argument("--sigmas", default=",".join(f"{s:g}" for s in (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)),
                        metavar="LIST", help="noise levels, comma-separated (default %(default)s)")
+    probe.add_argument("--sheet", metavar="PNG", help="also draw the guesses: a column per true and asked shape, a row per sigma")
     p.set_defaults(func=cmd_eval)

@@ -13,7 +13,7 @@ shape; where it does neither, every cell reads the same.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ class Cell:
     true: str
     asked: str
     fills: tuple[float, ...]
+    picture: np.ndarray = field(repr=False, compare=False)  # uint8 (H, W, 3): the first scene's guess, middle frame
 
     @property
     def mean(self) -> float | None:
@@ -92,7 +93,7 @@ def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size
         t = torch.tensor(float(sigma) * model.pipe.scheduler.config.num_train_timesteps)
         for true in SHAPES:
             for asked in SHAPES:
-                fills = []
+                fills, pictures = [], []
                 for k, (scene, x0) in enumerate(zip(scenes[true], truth[true])):
                     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + k))
                     x = ((1 - sigma) * x0 + sigma * noise)[None]  # (1, C, T, h, w)
@@ -102,8 +103,10 @@ def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size
                         embeds[text] = model.encode_prompt(text, "", 1.0)
                     v = model.predict(model_input, t, embeds[text], 1.0)
                     guess = x - sigma * v.float()
-                    fills.append(fill_ratio(frames_of(model, guess)))
-                cells.append(Cell(float(sigma), true, asked, tuple(fills)))
+                    frames = frames_of(model, guess)
+                    fills.append(fill_ratio(frames))
+                    pictures.append(frames[len(frames) // 2])
+                cells.append(Cell(float(sigma), true, asked, tuple(fills), pictures[0]))
     return cells
 
 
@@ -133,3 +136,24 @@ def markdown(cells: list[Cell], truth: dict[str, float] | None = None) -> str:
             row.append(" / ".join(num(by[a]) for a in SHAPES))
         lines.append(f"| {sigma:g} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def sheet(cells: list[Cell], size: int = 32, cell_width: int = 96):
+    """The guesses as a picture: a column per (true shape, asked shape), a row per sigma, the first
+    scene's middle frame in each cell with its fill; the top row is that scene as drawn. A `PIL.Image`."""
+    from .contact import contact_sheet
+
+    frames = 4 * (LATENT_FRAMES - 1) + 1
+    first = {s: scenes[0] for s, scenes in scenes_of_each_shape(1).items()}
+    drawn = {s: render(first[s], clip_times(frames), size)[frames // 2] for s in SHAPES}
+    columns = [(true, asked) for true in SHAPES for asked in SHAPES]
+    images = [drawn[true] for true, _ in columns]
+    captions = [f"{true}, asked {asked}" for true, asked in columns]
+    by = {(c.sigma, c.true, c.asked): c for c in cells}
+    for sigma in sorted({c.sigma for c in cells}, reverse=True):
+        for true, asked in columns:
+            cell = by[(sigma, true, asked)]
+            images.append(cell.picture)
+            captions.append(f"sigma {sigma:g}: fill " + ("-" if cell.mean is None else f"{cell.mean:.2f}"))
+    return contact_sheet(images, captions, columns=len(columns), cell_width=cell_width, caption_lines=2,
+                         font_size=11, title="clean-frame guesses of noised true clips (top: as drawn)")
