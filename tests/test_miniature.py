@@ -155,6 +155,9 @@ def test_redraw_of_the_shipped_model_follows_the_true_shape_at_low_noise(tmp_pat
     missing = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sheet", str(tmp_path / "no" / "r.png")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert missing.returncode == 2 and "sheet=" in missing.stderr and "does not exist" in missing.stderr, missing.stderr
+    jpeg = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sheet", str(tmp_path / "r.jpg")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert jpeg.returncode == 2 and "must end in .png" in jpeg.stderr, jpeg.stderr
     bad = subprocess.run([sys.executable, "-m", "videogen.cli", "eval", "--redraw", "--sigmas", "0.5,2"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "sigmas='0.5,2'" in bad.stderr and "(0, 1]" in bad.stderr, bad.stderr

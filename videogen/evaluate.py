@@ -36,6 +36,7 @@ SEAM_LIMIT = 1.2  # seam ratios above this are flagged
 STILL_LEVELS = 0.25  # a mean frame change below this (levels of 255) is invisible: a still clip is smooth
 VAE_TEMPORAL = 4  # pixel frames per latent frame in the clips the engine makes (Wan convention)
 BORDER_PARTS = 32  # the background is read from the outer 1/32 of the width on each side (2 px at 64 px)
+REDRAW_SIGMAS = (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)  # `videogen eval --redraw`'s noise levels: the transformer's, then the expert's
 JUDGE_SIDE = 64  # a clip whose shorter side is twice this or more is area-averaged down by a whole factor first
 
 SYNONYMS = {w: shape for shape, words in SHAPE_WORDS.items() for w in words}
@@ -367,8 +368,11 @@ def cmd_redraw(args: argparse.Namespace) -> int:
         raise RequestError("sigmas", args.sigmas, "must be numbers separated by commas") from None
     if not sigmas or not all(0 < s <= 1 for s in sigmas):
         raise RequestError("sigmas", args.sigmas, "each must be in (0, 1]")
-    if args.sheet and not Path(args.sheet).resolve().parent.is_dir():
-        raise RequestError("sheet", args.sheet, "its folder does not exist")
+    if args.sheet is not None:
+        if args.sheet.suffix.lower() != ".png":
+            raise RequestError("sheet", str(args.sheet), "must end in .png")
+        if not args.sheet.resolve().parent.is_dir():
+            raise RequestError("sheet", str(args.sheet), "its folder does not exist")
     preset = resolve_model(args.model)
     size = min(preset.defaults.width, preset.defaults.height)
     cells = redraw(preset.source, sigmas, per=args.per, size=size)
@@ -378,11 +382,11 @@ def cmd_redraw(args: argparse.Namespace) -> int:
                                                         fills=list(c.fills)) for c in cells]}))
     else:
         print(markdown(cells, truth), end="")
-    if args.sheet:
+    if args.sheet is not None:
         from .encode import atomic_path
         from .redraw import sheet
 
-        with atomic_path(Path(args.sheet), ".png") as tmp:
+        with atomic_path(args.sheet, ".png") as tmp:
             sheet(cells, size).save(tmp, format="PNG")
     return 0
 
@@ -404,14 +408,16 @@ def add_command(sub) -> None:
     card = p.add_argument_group("scorecard")
     card.add_argument("--held-out", action="store_true", help="make and judge clips of the held-out combinations")
     card.add_argument("-o", "--output", default="scorecard", metavar="DIR", help="clips, scorecard.md and scorecard.json (default scorecard/)")
-    card.add_argument("--per", type=int, default=4, metavar="N", help="clips per held-out combination (default 4)")
+    card.add_argument("--per", type=int, default=4, metavar="N",
+                      help="clips per held-out combination; with --redraw, scenes per shape (default 4)")
     card.add_argument("--model", default=SHAPES_MODEL, metavar="NAME_OR_PATH", help=f"model to score (default {SHAPES_MODEL})")
     card.add_argument("--workers", type=int, default=1, metavar="N", help="denoiser actors")
     probe = p.add_argument_group("redraw (where a model's outlines come from)")
     probe.add_argument("--redraw", action="store_true",
                        help="noise true clips of each shape and judge the fill ratio of the model's clean-frame "
                             "guess under its caption and under the caption's shape word swapped (--model, --per)")
-    probe.add_argument("--sigmas", default=",".join(f"{s:g}" for s in (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)),
+    probe.add_argument("--sigmas", default=",".join(f"{s:g}" for s in REDRAW_SIGMAS),
                        metavar="LIST", help="noise levels, comma-separated (default %(default)s)")
-    probe.add_argument("--sheet", metavar="PNG", help="also draw the guesses: a column per true and asked shape, a row per sigma")
+    probe.add_argument("--sheet", metavar="SHEET.png", type=Path,
+                       help="also draw the guesses: a column per true and asked shape, a row per sigma")
     p.set_defaults(func=cmd_eval)

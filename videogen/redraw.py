@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from .denoise import to_uint8
-from .evaluate import judging_size, tracks
+from .evaluate import REDRAW_SIGMAS, judging_size, tracks
 from .shapes import SHAPE_WORDS, SHAPES, caption, clip_times, render, sample_scene
 
-DEFAULT_SIGMAS = (0.99, 0.95, 0.9, 0.8, 0.65, 0.5, 0.3, 0.1)
 LATENT_FRAMES = 9  # 33 pixel frames, the miniature's default clip
 
 
@@ -67,7 +66,7 @@ def fill_ratio(frames: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def redraw(source: str, sigmas=DEFAULT_SIGMAS, per: int = 8, seed: int = 0, size: int = 32) -> list[Cell]:
+def redraw(source: str, sigmas=REDRAW_SIGMAS, per: int = 8, seed: int = 0, size: int = 32) -> list[Cell]:
     """Judge a model's clean-frame guesses of noised shapes-world clips.
 
     Args:
