@@ -3,7 +3,8 @@
 The scorecard says how often a model's clips have the right shape; this says where a wrong one
 comes from. Scenes of each shape are drawn by the shapes world, noised to a level sigma and handed
 to the model as a text-to-video input (nothing given); its clean-frame guess, ``x_t - sigma * v``,
-is decoded and judged by `evaluate`'s fill ratio (circle 0.785, square 1, triangle 0.5, as drawn).
+is decoded and judged by `evaluate`'s fill ratio (as the shapes world draws them at 32 px: circle
+about 0.79, square 1, triangle about 0.58).
 Each noisy clip is guessed under its own caption and under the same caption with the shape word
 swapped for each other shape, on the same noise: where the prompt steers the outline, the fill
 follows the asked shape; where the model reads the outline from the noisy clip, it follows the true
