@@ -37,6 +37,8 @@ def videogen(*args, cwd=None):
         (["x", "--workers", "0"], "workers=0"),
         (["x", "--threads", "0"], "threads=0"),
         (["x", "--gpu-fraction", "1.5"], "gpu_fraction=1.5"),
+        (["x", "--strip", "frames.jpg"], "strip='frames.jpg': must end in .png"),
+        (["x", "--strip", "no/frames.png"], "strip='no/frames.png': its folder does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, expected):

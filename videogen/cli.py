@@ -93,7 +93,7 @@ def request_from_args(args: argparse.Namespace) -> dict:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .encode import check_output_path
+    from .encode import check_output_path, check_png_path
     from .policy import default_policy
     from .presets import default_model, resolve_model
     from .request import resolve
@@ -104,10 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     resolve(request, resolve_model(request.get("model") or default_model()))
     check_output_path(args.output)
     if args.strip is not None:
-        if args.strip.suffix.lower() != ".png":
-            raise RequestError("strip", str(args.strip), "must end in .png")
-        if not args.strip.parent.is_dir():
-            raise RequestError("strip", str(args.strip), "its folder does not exist")
+        check_png_path("strip", args.strip)
 
     from .driver import Engine
 

@@ -55,6 +55,14 @@ def check_output_path(path: str | os.PathLike) -> Path | str:
     return p
 
 
+def check_png_path(field: str, path: Path) -> None:
+    """Refuse a PNG output path that does not end in .png or whose folder does not exist."""
+    if path.suffix.lower() != ".png":
+        raise RequestError(field, str(path), "must end in .png")
+    if not path.parent.is_dir():
+        raise RequestError(field, str(path), "its folder does not exist")
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str):
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.

@@ -137,12 +137,17 @@ def classify_colour(frames: np.ndarray) -> str | None:
     return min(COLOURS, key=lambda c: float(np.linalg.norm(mean - np.asarray(COLOURS[c]))))
 
 
+def median_fill(t: Tracks) -> float | None:
+    """The median fill ratio over the frames where it was measured (None where none was)."""
+    fill = t.fill[~np.isnan(t.fill)]
+    return float(np.median(fill)) if len(fill) else None
+
+
 def classify_shape(t: Tracks) -> str | None:
     """circle, square or triangle from the median fill ratio."""
-    fill = t.fill[~np.isnan(t.fill)]
-    if len(fill) == 0:
+    ratio = median_fill(t)
+    if ratio is None:
         return None
-    ratio = float(np.median(fill))
     return "triangle" if ratio < 0.68 else "circle" if ratio < 0.89 else "square"
 
 
@@ -279,11 +284,10 @@ def evaluate(frames: np.ndarray, prompt: str, seams: list[list[int]] | None = No
     asked = parse_prompt(prompt)
     t = tracks(frames)
     found = Prompt(classify_colour(frames), classify_shape(t), classify_motion(t, min(frames.shape[1:3])))
-    fill = t.fill[~np.isnan(t.fill)]
     return Report(
         prompt=asked,
         found=found,
-        fill_ratio=float(np.median(fill)) if len(fill) else None,
+        fill_ratio=median_fill(t),
         colour_right=asked.colour is not None and asked.colour == found.colour,
         shape_right=asked.shape is not None and asked.shape == found.shape,
         motion_right=asked.motion is not None and asked.motion == found.motion,
@@ -355,6 +359,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_redraw(args: argparse.Namespace) -> int:
+    from .encode import check_png_path
     from .presets import resolve_model
     from .redraw import markdown, redraw, truth_fills
 
@@ -369,10 +374,7 @@ def cmd_redraw(args: argparse.Namespace) -> int:
     if not sigmas or not all(0 < s <= 1 for s in sigmas):
         raise RequestError("sigmas", args.sigmas, "each must be in (0, 1]")
     if args.sheet is not None:
-        if args.sheet.suffix.lower() != ".png":
-            raise RequestError("sheet", str(args.sheet), "must end in .png")
-        if not args.sheet.resolve().parent.is_dir():
-            raise RequestError("sheet", str(args.sheet), "its folder does not exist")
+        check_png_path("sheet", args.sheet)
     preset = resolve_model(args.model)
     size = min(preset.defaults.width, preset.defaults.height)
     cells = redraw(preset.source, sigmas, per=args.per, size=size)

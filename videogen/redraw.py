@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .denoise import to_uint8
-from .evaluate import REDRAW_SIGMAS, judging_size, tracks
+from .evaluate import REDRAW_SIGMAS, judging_size, median_fill, tracks
 from .shapes import SHAPE_WORDS, SHAPES, caption, clip_times, render, sample_scene
 
 LATENT_FRAMES = 9  # 33 pixel frames, the miniature's default clip
@@ -61,9 +61,8 @@ def swap_shape(text: str, true: str, asked: str) -> str:
 
 def fill_ratio(frames: np.ndarray) -> float:
     """Median fill ratio over the frames where the shape is whole (NaN if none is)."""
-    fill = tracks(judging_size(frames)).fill
-    fill = fill[~np.isnan(fill)]
-    return float(np.median(fill)) if len(fill) else float("nan")
+    ratio = median_fill(tracks(judging_size(frames)))
+    return float("nan") if ratio is None else ratio
 
 
 @torch.no_grad()
