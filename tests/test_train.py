@@ -253,3 +253,56 @@ def test_the_motion_error_weighs_the_4_frame_stair_and_not_a_steady_offset(tmp_p
     losses = [flow_loss(pipe, x0, none, prompts, np.random.default_rng(0), config.mask_channels, "sample",
                         motion_weight=w).item() for w in (0.0, 4.0)]
     assert losses[1] > losses[0] > 0  # the same transformer, batch and noise: the motion term is added
+
+
+def test_the_loss_balance_weighs_each_noise_level_by_its_running_loss(tmp_path):
+    from diffusers import WanPipeline
+    from videogen.train import LossBalance, flow_loss
+
+    balance = LossBalance(1.0, bins=4, decay=0.5)
+    for _ in range(40):  # a quiet level (bin 0) and a loud one (bin 3)
+        balance.update(torch.tensor([0.1, 0.9]), torch.tensor([0.04, 0.4]))
+    w = balance.weights(torch.tensor([0.1, 0.3, 0.6, 0.9]))
+    assert w[0] / w[3] == pytest.approx(10, rel=1e-4)  # power 1: each level's loss counts the same
+    assert w.mean() == pytest.approx(1, rel=1e-6) and w[1] == w[2]  # levels never seen keep the start
+    half = LossBalance(0.5, bins=4, decay=0.5)
+    half.load_state_dict(balance.state_dict())
+    w = half.weights(torch.tensor([0.1, 0.9]))
+    assert w[0] / w[1] == pytest.approx(10**0.5, rel=1e-4)
+
+    # flow_loss with a balance: the loss to step on, and the unweighted one, equal to the loss without it.
+    config = MiniatureConfig(layers=1, expert_layers=1, loss_balance=0.5)
+    pipe = WanPipeline(**build_miniature(config))
+    codec = LatentCodec(pipe.vae, config.size)
+    _, x0, known, prompts = dit_batch(batch_rng(0, "dit", 0), codec, 4)
+    plain = flow_loss(pipe, x0, known, prompts, np.random.default_rng(0), config.mask_channels, "sample")
+    balance = LossBalance(1.0)
+    balance.mean[:16] = 0.1  # the lower half of the levels has been quiet
+    weighted, unweighted = flow_loss(pipe, x0, known, prompts, np.random.default_rng(0), config.mask_channels,
+                                     "sample", balance=balance)
+    assert unweighted.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+    assert (balance.mean != torch.cat([torch.full((16,), 0.1), torch.ones(16)]).double()).sum() > 0  # updated
+    with pytest.raises(ValueError, match="expert"):
+        flow_loss(pipe, x0, known, prompts, np.random.default_rng(0), config.mask_channels, "sample",
+                  below=0.6, balance=balance)
+
+    # The running means are in the checkpoint: a resumed run weighs its steps as an unbroken one does.
+    def run(out, steps, resume=False):
+        trainer = Trainer(TrainSettings(out=out, steps=steps, expert_steps=0, batch=2, minutes=None,
+                                        checkpoint_every=1), config)
+        if resume:
+            trainer.load()
+        trainer.run(progress=False)
+        return trainer
+
+    whole = run(tmp_path / "whole", 4)
+    run(tmp_path / "cut", 2)
+    resumed = run(tmp_path / "cut", 4, resume=True)
+    assert whole.balance.power == 0.5
+    assert torch.equal(whole.balance.mean, resumed.balance.mean)
+    assert (whole.balance.mean != 1).sum() >= 4  # 4 steps of 2 clips: several levels moved
+    assert torch.equal(whole.components["transformer"].state_dict()["proj_out.weight"],
+                       resumed.components["transformer"].state_dict()["proj_out.weight"])
+    off = Trainer(TrainSettings(out=tmp_path / "off", steps=1, batch=2, minutes=None), MiniatureConfig(loss_balance=0))
+    assert off.balance is None

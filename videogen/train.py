@@ -69,6 +69,11 @@ VAE_FRAME_ODDS = (0.3, 0.25, 0.2, 0.15, 0.1)  # short clips learn shapes fastest
 # prediction from pure noise was a blank frame for every prompt. Below this sigma the velocity
 # error is weighed as at this sigma, so no step weighs more than 4 times another.
 LOSS_SIGMA_FLOOR = 0.5
+# `LossBalance`: noise levels are binned by the schedule's uniform variable (32 bins: the top one is
+# sigma 0.999-1, the bottom 0-0.51 at shift 32), and each bin's loss is followed by a moving average
+# over about 50 of its samples (200 steps of 8 clips).
+BALANCE_BINS = 32
+BALANCE_DECAY = 0.98
 EMPTY_PROMPT_ODDS = 0.1  # captions dropped, so classifier-free guidance has an unconditional model
 KL_WEIGHT = 1e-6
 # Shapes cover about a tenth of the pixels: unweighted, the VAE spends hundreds of steps on the
@@ -225,9 +230,45 @@ def dit_batch(rng: np.random.Generator, codec: LatentCodec, batch: int):
     return task, torch.stack(latents), torch.stack(known), prompts
 
 
+class LossBalance:
+    """Weights that even out the transformer's loss across noise levels.
+
+    The clean-frame error at the noisiest levels (sigma 0.999: 0.31 in normalised latents for the
+    shipped transformer) is ten times that at the levels where an outline is drawn (0.023 at sigma
+    0.8), so their gradients take most of each step, though much of that error cannot be learned
+    (where a shape starts is not in the noise). A sample at a noise level whose running mean loss is
+    ``L`` is weighed ``L ** -power`` (normalised to a mean weight of 1 over the levels): power 1 makes
+    every level's loss count the same (EDM2's per-level uncertainty weighting, Karras et al. 2024);
+    0.5 makes their gradients about the same size; 0 is off.
+    """
+
+    def __init__(self, power: float, bins: int = BALANCE_BINS, decay: float = BALANCE_DECAY):
+        self.power, self.decay = power, decay
+        self.mean = torch.ones(bins, dtype=torch.float64)
+
+    def bins(self, u: torch.Tensor) -> torch.Tensor:
+        """The bin of each noise level, given as the schedule's uniform variable in [0, 1)."""
+        return (u * len(self.mean)).long().clamp(0, len(self.mean) - 1)
+
+    def weights(self, u: torch.Tensor) -> torch.Tensor:
+        w = self.mean ** -self.power
+        return (w / w.mean())[self.bins(u)].float()
+
+    def update(self, u: torch.Tensor, losses: torch.Tensor) -> None:
+        """Fold each sample's loss into its level's running mean, in batch order."""
+        for b, loss in zip(self.bins(u).tolist(), losses.detach().double().tolist()):
+            self.mean[b] = self.decay * self.mean[b] + (1 - self.decay) * loss
+
+    def state_dict(self) -> dict:
+        return {"power": self.power, "mean": self.mean.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean = state["mean"].clone().double()
+
+
 def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, mask_channels: int,
               prediction: str = "flow", transformer=None, below: float | None = None,
-              motion_weight: float = 0.0) -> torch.Tensor:
+              motion_weight: float = 0.0, balance: LossBalance | None = None):
     """Flow-matching loss of a transformer on one batch; given frames are inputs, not targets.
 
     With ``prediction="sample"`` the transformer outputs clean latents, turned into the velocity
@@ -237,6 +278,8 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
         transformer: the one to train (default: the pipeline's first).
         below: draw the noise levels evenly in [0, below) (a low-noise expert's share of the
             steps) instead of through the inference schedule's shift.
+        balance: weigh each sample by its noise level's `LossBalance` (and update it); the loss
+            is then returned twice: ``(loss to step on, loss as it would be unweighted)``.
     """
     transformer = pipe.transformer if transformer is None else transformer
     b, _, t, h, w = x0.shape
@@ -264,7 +307,14 @@ def flow_loss(pipe: WanPipeline, x0, known, prompts, rng: np.random.Generator, m
             motion = motion_weight * motion_error(pred, x0, known, pipe.vae)
         pred = velocity_from_sample(x, pred, sigma.view(b))
         weight = made * (sigma / LOSS_SIGMA_FLOOR).clamp(max=1) ** 2
-    return ((pred - (noise - x0)) ** 2 * weight).sum() / made.sum().clamp(min=1) + motion
+    error = ((pred - (noise - x0)) ** 2 * weight).flatten(1).sum(1)  # per sample
+    plain = error.sum() / made.sum().clamp(min=1) + motion
+    if balance is None:
+        return plain
+    if below is not None:
+        raise ValueError("balance weighs the shifted schedule's noise levels; an expert's (below=) are not binned")
+    balance.update(u, error / made.flatten(1).sum(1).clamp(min=1))
+    return (balance.weights(u) * error).sum() / made.sum().clamp(min=1) + motion, plain
 
 
 def motion_error(guess: torch.Tensor, x0: torch.Tensor, known: torch.Tensor, vae) -> torch.Tensor:
@@ -311,6 +361,7 @@ class Trainer:
         expert = c.get("transformer_2")
         self.expert_params = list(expert.parameters()) if expert is not None else []
         self.expert_opt = torch.optim.AdamW(self.expert_params or [torch.zeros(1)], lr=settings.lr, weight_decay=0.01)
+        self.balance = LossBalance(config.loss_balance) if config.loss_balance else None
         self.counts = {stage: 0 for stage in STAGES}
         self.seconds = {stage: 0.0 for stage in STAGES}
         self.stats_done = False
@@ -357,6 +408,7 @@ class Trainer:
             text_encoder=c["text_encoder"].state_dict(), vae_opt=self.vae_opt.state_dict(),
             dit_opt=self.dit_opt.state_dict(), expert_opt=self.expert_opt.state_dict(),
             transformer_2=c["transformer_2"].state_dict() if self.has_expert else None,
+            loss_balance=self.balance.state_dict() if self.balance else None,
             latents_mean=c["vae"].config.latents_mean, latents_std=c["vae"].config.latents_std,
         )
         tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
@@ -377,6 +429,8 @@ class Trainer:
         if self.has_expert:
             c["transformer_2"].load_state_dict(state["transformer_2"])
             self.expert_opt.load_state_dict(state["expert_opt"])
+        if self.balance and state.get("loss_balance"):
+            self.balance.load_state_dict(state["loss_balance"])
         c["vae"].register_to_config(latents_mean=state["latents_mean"], latents_std=state["latents_std"])
         self.counts = {stage: state["counts"].get(stage, 0) for stage in STAGES}
         self.seconds = {stage: state["seconds"].get(stage, 0.0) for stage in STAGES}
@@ -512,15 +566,17 @@ class Trainer:
         """One flow-matching step of ``transformer`` on a batch keyed by (stage, step) (see `flow_loss`)."""
         rng = batch_rng(self.s.seed, stage, step)
         task, x0, known, prompts = dit_batch(rng, self.codec, self.s.batch)
+        balance = self.balance if below is None else None  # the transformer's shifted levels only
         loss = flow_loss(self.pipe, x0, known, prompts, rng, self.config.mask_channels, self.config.prediction,
-                         transformer=transformer, below=below, motion_weight=motion_weight)
+                         transformer=transformer, below=below, motion_weight=motion_weight, balance=balance)
+        loss, plain = loss if balance else (loss, loss)
         for group in optimiser.param_groups:
             group["lr"] = self.s.lr * min(1.0, (step + 1) / 200) * self.lr_scale(stage)  # warm-up, then decay
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
-        return task, loss.item()
+        return task, plain.item()  # logged unweighted, comparable across runs
 
     def plot(self) -> Path:
         """Draw ``loss.png`` from ``loss.csv``: each stage's loss against training minutes (``loss.png``)."""
