@@ -81,8 +81,8 @@ class MiniatureConfig:
     # inside; the truth's: about 1). Weight 4 over a 10-minute fine-tune brought that to about 6 and
     # cost shape and motion on the scorecard (MODEL.md), so it stays off.
     motion_weight: float = 0.0
-    # `train.LossBalance`'s power: each noise level's samples weighed by its running mean loss to
-    # this power less. The noisiest levels' clean-frame error is ten times that where outlines are
+    # `train.LossBalance`'s power: each noise level's samples weighed by its running mean loss
+    # raised to minus this power. The noisiest levels' clean-frame error is ten times that where outlines are
     # drawn (0.31 at sigma 0.999 against 0.023 at 0.8), and a circle and a square of the same scene
     # differ by 0.061 there: drawing the shape the caption names would take most of that 0.023
     # away, yet the transformer drew one blob for every shape word. 0.5 trained from scratch (run B,

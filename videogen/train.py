@@ -239,7 +239,8 @@ class LossBalance:
     (where a shape starts is not in the noise). A sample at a noise level whose running mean loss is
     ``L`` is weighed ``L ** -power`` (normalised to a mean weight of 1 over the levels): power 1 makes
     every level's loss count the same (EDM2's per-level uncertainty weighting, Karras et al. 2024);
-    0.5 makes their gradients about the same size; 0 is off.
+    0.5 makes their gradients about the same size; 0 is off. At 0.5 a whole run learnt those levels
+    no better (MODEL.md, run B), so `MiniatureConfig.loss_balance` leaves it off.
     """
 
     def __init__(self, power: float, bins: int = BALANCE_BINS, decay: float = BALANCE_DECAY):
